@@ -1,0 +1,318 @@
+"""AutoSparse (Liu, Cheng et al. 2024): learn a weight's IRP survival score from its state at initialization.
+
+Iterative rewind pruning (IRP, :mod:`jaxprune.irp`) gives every prunable weight a survival count
+c ∈ {0, …, rounds}: the number of rounds it stayed unpruned. AutoSparse regresses the normalized score
+y = c / rounds ∈ [0, 1] on per-weight *features* at initialization and, once trained on one network,
+scores the weights of other networks at init (the ``'autosparse'`` PaI method, :func:`score`).
+
+Features (one row per prunable weight, columns in this order):
+
+* the entries of ``feature_set`` in the order given: ``'param'`` θ₀ (the init value) and/or ``'grad'``
+  ∂L/∂θ at θ₀, L the mean cross-entropy on one data batch (:func:`init_gradients`);
+* if ``descriptors``: the layer's depth l / L (l its 0-based position among the L prunable layers, in
+  :func:`jaxprune.masks.prunable_leaves` order), log fan_in, log fan_out and its kind (0 dense, 1 conv).
+  A kernel of shape (*receptive, in, out) has fan_in = Π receptive · in, fan_out = Π receptive · out.
+
+Dataset (:func:`build_dataset`) and its ``.npz`` file (:func:`save_dataset`): rows are ordered by prunable
+layer, then by row-major flat index within the layer, with arrays
+
+* ``x`` [R, F] float32 features, ``y`` [R] float32 = survival / rounds,
+* ``layer`` [R] int32 the prunable layer's position, ``index`` [R] int64 the flat index within it,
+* in the file only: ``source`` a 0-d unicode array holding a JSON object (model, dataset, IRP config, …)
+  and ``format`` the integer :data:`FORMAT_VERSION`.
+
+Predictors (:func:`train_predictor`), selected by ``kind``:
+
+* ``'mlp'``: the reference's per-weight network, standardized features → ReLU layers ``hidden`` → score.
+* ``'backbone'``: the reference's "MLP encoder → ResNet backbone → MLP decoder", in 1-D. The same ReLU
+  encoder embeds each weight into ``hidden[-1]`` channels; the rows of one layer, in flat-index order, form
+  a sequence (the paper's "image" of a layer's weights) that passes through :data:`BACKBONE_BLOCKS`
+  pre-activation residual blocks h ← h + conv(relu(conv(relu(h)))) of 1-D convolutions (kernel
+  :data:`BACKBONE_KERNEL`, SAME padding); a ReLU and a linear head decode every position to a score. So
+  a weight's score may depend on its neighbours in the same layer (for a Dense kernel [in, out]: weights
+  leaving the same input unit), as the paper's CNN backbone lets it, at a cost small enough for a CPU.
+  The network is fully convolutional: trained on windows of ``window`` consecutive rows of one layer,
+  it scores a whole layer at once, so :func:`predict` must get the rows of ONE layer in flat-index order.
+
+Both minimize the mean squared error to y with Adam on minibatches sampled by ``lax.scan``; inputs are
+standardized per feature with the training rows' mean and standard deviation, stored in the state.
+Every function is pure and written for one network; lift it with ``jax.vmap`` over seeds.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxprune import masks
+from jaxprune.errors import ConfigError
+
+PyTree = Any
+Dataset = dict[str, Any]
+FEATURES = ("param", "grad")
+DESCRIPTORS = ("depth", "log_fan_in", "log_fan_out", "kind")
+KINDS = ("mlp", "backbone")
+BACKBONE_BLOCKS = 2
+BACKBONE_KERNEL = 5
+FORMAT_VERSION = 1
+_DATASET_DTYPES = {"x": np.float32, "y": np.float32, "layer": np.int32, "index": np.int64}
+
+
+def _check_feature_set(feature_set: Sequence[str]) -> tuple[str, ...]:
+    """``feature_set`` as a tuple, or ConfigError unless it is a non-empty duplicate-free subset of FEATURES."""
+    feature_set = tuple(feature_set)
+    if not feature_set or len(set(feature_set)) != len(feature_set) or not set(feature_set) <= set(FEATURES):
+        raise ConfigError(
+            f"feature_set={feature_set!r} must be a non-empty subset of {FEATURES} without repeats"
+        )
+    return feature_set
+
+
+def num_features(feature_set: Sequence[str] = FEATURES, descriptors: bool = True) -> int:
+    """F, the number of feature columns: len(feature_set) plus 4 layer descriptors if ``descriptors``."""
+    return len(_check_feature_set(feature_set)) + (len(DESCRIPTORS) if descriptors else 0)
+
+
+def layer_descriptors(shape: Sequence[int], depth: int, num_layers: int) -> np.ndarray:
+    """[depth / num_layers, log fan_in, log fan_out, kind] of a kernel of shape (*receptive, in, out)."""
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = receptive * shape[-2], receptive * shape[-1]
+    kind = 0.0 if len(shape) == 2 else 1.0
+    return np.array([depth / num_layers, np.log(fan_in), np.log(fan_out), kind], np.float32)
+
+
+def features(
+    params: PyTree,
+    grads: PyTree | None,
+    *,
+    feature_set: Sequence[str] = FEATURES,
+    descriptors: bool = True,
+) -> list[jax.Array]:
+    """Per prunable layer (``masks.prunable_leaves`` order): features [*kernel.shape, F] float32.
+
+    Columns: θ₀ and/or ∂L/∂θ in ``feature_set`` order, then (if ``descriptors``) the layer descriptors of
+    :func:`layer_descriptors`. ``grads`` (shaped like params) may be None when 'grad' is not requested.
+    Non-prunable leaves have no rows.
+    """
+    feature_set = _check_feature_set(feature_set)
+    if "grad" in feature_set and grads is None:
+        raise ConfigError("feature_set includes 'grad' but grads=None; pass init_gradients(...)")
+    sources = {"param": params, "grad": grads}
+    per_feature = [masks.prunable_leaves(sources[name], params) for name in feature_set]
+    kernels = masks.prunable_leaves(params, params)
+    out = []
+    for depth, columns in enumerate(zip(*per_feature)):
+        shape = jnp.shape(kernels[depth])
+        cols = [jnp.asarray(c, jnp.float32) for c in columns]
+        if descriptors:
+            desc = layer_descriptors(shape, depth, len(kernels))
+            cols += [jnp.full(shape, d, jnp.float32) for d in desc]
+        out.append(jnp.stack(cols, axis=-1))
+    return out
+
+
+def init_gradients(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, batch) -> PyTree:
+    """∂L/∂θ at ``params``, L = mean over the batch of the cross-entropy of ``apply_fn(params, x)``.
+
+    ``batch`` is ``(x, labels)`` with integer labels [B].
+    """
+    x, labels = batch
+
+    def loss(p: PyTree) -> jax.Array:
+        return optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x), labels).mean()
+
+    return jax.grad(loss)(params)
+
+
+def _row_ids(params: PyTree) -> tuple[np.ndarray, np.ndarray]:
+    """(layer [R] int32, flat index within the layer [R] int64) of every prunable weight, in row order."""
+    sizes = [int(np.prod(np.shape(k))) for k in masks.prunable_leaves(params, params)]
+    layer = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    index = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
+    return layer, index
+
+
+def build_dataset(params: PyTree, grads: PyTree | None, survival: PyTree, rounds: int, **feature_kwargs) -> Dataset:
+    """One row per prunable weight: x = its features, y = survival / rounds (see the module docstring).
+
+    ``survival`` is shaped like params with counts in 0..rounds; non-prunable leaves are ignored.
+    ``feature_kwargs`` go to :func:`features`. ``layer`` and ``index`` depend only on the shapes (numpy);
+    under ``jit``/``vmap`` JAX stores ``index`` as int32 unless x64 is enabled.
+    """
+    if rounds < 1:
+        raise ConfigError(f"rounds={rounds!r} must be a positive integer (number of IRP rounds)")
+    feats = features(params, grads, **feature_kwargs)
+    x = jnp.concatenate([f.reshape(-1, f.shape[-1]) for f in feats])
+    counts = masks.prunable_leaves(survival, params)
+    y = jnp.concatenate([jnp.ravel(c) for c in counts]).astype(jnp.float32) / rounds
+    layer, index = _row_ids(params)
+    return dict(x=x, y=y, layer=layer, index=index)
+
+
+def save_dataset(path: str, dataset: Dataset, source: dict) -> None:
+    """Writes ``dataset`` and ``source`` (JSON-serializable) to the ``.npz`` file ``path`` (module docstring)."""
+    missing = set(_DATASET_DTYPES) - set(dataset)
+    if missing:
+        raise ConfigError(f"dataset is missing keys {sorted(missing)}; needs {sorted(_DATASET_DTYPES)}")
+    arrays = {k: np.asarray(dataset[k], dtype) for k, dtype in _DATASET_DTYPES.items()}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, source=np.array(json.dumps(source)), format=np.array(FORMAT_VERSION))
+
+
+def load_dataset(path: str) -> tuple[Dataset, dict]:
+    """(dataset, source) from a file written by :func:`save_dataset`."""
+    with np.load(path, allow_pickle=False) as f:
+        version = int(f["format"]) if "format" in f else None
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{path}: AutoSparse dataset format={version!r}; this code reads {FORMAT_VERSION}")
+        return {k: f[k] for k in _DATASET_DTYPES}, json.loads(str(f["source"]))
+
+
+class ScoreNet(nn.Module):
+    """[N, W, F] standardized features -> [N, W] scores: ReLU encoder, residual 1-D conv blocks, linear head.
+
+    With ``conv_blocks = 0`` this is the per-weight MLP (the final ReLU is then a no-op).
+    """
+
+    hidden: tuple[int, ...]
+    conv_blocks: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        for _ in range(self.conv_blocks):
+            h = nn.Conv(self.hidden[-1], (BACKBONE_KERNEL,), padding="SAME")(nn.relu(x))
+            x = x + nn.Conv(self.hidden[-1], (BACKBONE_KERNEL,), padding="SAME")(nn.relu(h))
+        return nn.Dense(1)(nn.relu(x))[..., 0]
+
+
+@struct.dataclass
+class PredictorState:
+    """A trained predictor: network params, feature standardization (mean, std [F]) and static config."""
+
+    params: PyTree
+    mean: jax.Array
+    std: jax.Array
+    kind: str = struct.field(pytree_node=False)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False)
+    feature_set: tuple[str, ...] = struct.field(pytree_node=False)
+    descriptors: bool = struct.field(pytree_node=False)
+
+    @property
+    def network(self) -> ScoreNet:
+        return ScoreNet(self.hidden, BACKBONE_BLOCKS if self.kind == "backbone" else 0)
+
+
+def standardization(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-column (mean, std) of x [R, F]; a column whose std ≤ 1e-6 |mean| is constant and gets std 1."""
+    mean, std = jnp.mean(x, axis=0), jnp.std(x, axis=0)
+    return mean, jnp.where(std > 1e-6 * jnp.abs(mean), std, 1.0)
+
+
+def window_sampler(layer: jax.Array, index: jax.Array, window: int) -> Callable[[jax.Array, int], jax.Array]:
+    """A function (key, num) -> ``num`` start rows r drawn uniformly from those whose rows r .. r+window-1
+    are consecutive weights of one layer (same ``layer``, ``index`` rising by 1).
+
+    Layers shorter than ``window`` are never drawn. The O(R) scan for valid starts runs once, here.
+    """
+    last = window - 1
+    valid = (layer[last:] == layer[: layer.size - last]) & (index[last:] - index[: index.size - last] == last)
+    cumulative = jnp.cumsum(valid, dtype=jnp.int32)  # cumulative[r] = number of valid starts <= r
+
+    def sample(key: jax.Array, num: int) -> jax.Array:
+        draws = jax.random.randint(key, (num,), 0, cumulative[-1])  # draw d picks the (d+1)-th valid start
+        return jnp.searchsorted(cumulative, draws, side="right")
+
+    return sample
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("kind", "hidden", "steps", "batch_size", "feature_set", "descriptors", "window"),
+)
+def train_predictor(
+    dataset: Dataset,
+    key: jax.Array,
+    *,
+    kind: str = "mlp",
+    hidden: tuple[int, ...] = (64, 64),
+    steps: int = 2000,
+    batch_size: int = 4096,
+    learning_rate: float = 1e-3,
+    feature_set: tuple[str, ...] = FEATURES,
+    descriptors: bool = True,
+    window: int = 64,
+) -> PredictorState:
+    """Fits a predictor y ≈ f((x - mean) / std) by Adam on the mean squared error, ``steps`` minibatches.
+
+    ``feature_set``/``descriptors`` must be those the dataset was built with (they define F and are used
+    again by :func:`score`). 'mlp' samples ``batch_size`` rows uniformly; 'backbone' samples
+    ``batch_size // window`` windows of ``window`` consecutive rows of one layer (see :func:`window_sampler`).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    if not hidden or min(hidden) < 1:
+        raise ConfigError(f"hidden={hidden!r} must be a non-empty tuple of positive layer widths")
+    x, y = jnp.asarray(dataset["x"], jnp.float32), jnp.asarray(dataset["y"], jnp.float32)
+    width = num_features(feature_set, descriptors)
+    if x.ndim != 2 or x.shape[1] != width:
+        raise ConfigError(
+            f"dataset x has shape {x.shape}; feature_set={feature_set!r}, descriptors={descriptors} need [R, {width}]"
+        )
+    span = window if kind == "backbone" else 1
+    if not 1 <= span <= x.shape[0]:
+        raise ConfigError(f"window={window!r} must be between 1 and the number of rows {x.shape[0]}")
+    mean, std = standardization(x)
+    x = (x - mean) / std
+    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors)
+    net, optimizer = state.network, optax.adam(learning_rate)
+    init_key, key = jax.random.split(key)
+    params = net.init(init_key, x[None, :span])
+    offsets = jnp.arange(span)
+    sample_starts = window_sampler(jnp.asarray(dataset["layer"]), jnp.asarray(dataset["index"]), span)
+
+    def loss_fn(p: PyTree, rows: jax.Array) -> jax.Array:
+        return jnp.mean((net.apply(p, x[rows]) - y[rows]) ** 2)
+
+    def step(carry, step_key):
+        p, opt_state = carry
+        starts = sample_starts(step_key, max(batch_size // span, 1))
+        grads = jax.grad(loss_fn)(p, starts[:, None] + offsets)
+        updates, opt_state = optimizer.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(key, steps))
+    return state.replace(params=params)
+
+
+def predict(state: PredictorState, x: jax.Array) -> jax.Array:
+    """Scores [R] of feature rows x [R, F]. For 'backbone', x must be ONE layer's rows in flat-index order."""
+    if x.shape[-1] != state.mean.shape[0]:
+        raise ConfigError(f"x has {x.shape[-1]} features; the predictor was trained on {state.mean.shape[0]}")
+    return state.network.apply(state.params, ((x - state.mean) / state.std)[None])[0]
+
+
+def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key: jax.Array) -> PyTree:
+    """AutoSparse PaI scores, shaped like params: predicted survival score on prunable leaves, 0 elsewhere.
+
+    Features are those the predictor was trained on, gradients from :func:`init_gradients` on ``batch``.
+    Deterministic: ``key`` is unused and kept for the common PaI signature.
+    """
+    del key
+    grads = init_gradients(apply_fn, params, batch) if "grad" in state.feature_set else None
+    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors)
+    predicted = iter([predict(state, f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1]) for f in feats])
+    leaves, treedef = jax.tree.flatten(params)
+    is_prunable = jax.tree.leaves(masks.prunable(params))
+    return jax.tree.unflatten(
+        treedef, [next(predicted) if keep else jnp.zeros_like(p) for p, keep in zip(leaves, is_prunable)]
+    )

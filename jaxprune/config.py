@@ -1,0 +1,100 @@
+"""The keys every experiment shares, their defaults, and their validation.
+
+Config files in ``configs/`` start from :func:`base` and add their experiment's keys; every key can be
+overridden on the command line (``--config.num_seeds=16``). :func:`validate_common` checks the shared keys
+before any work starts and raises :class:`~jaxprune.errors.ConfigError` naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from jaxprune.errors import ConfigError
+
+TASKS = ("classification", "regression")
+GAUSSIAN_LABELS = ("random", "teacher")
+
+
+def base() -> ml_collections.ConfigDict:
+    """Shared keys with defaults that run in minutes on a laptop CPU."""
+    c = ml_collections.ConfigDict()
+    c.experiment = ""
+    # Data (see jaxprune/data): the dataset and its draw; the gaussian-only keys are ignored elsewhere.
+    c.dataset = "mnist1d"
+    c.data_seed = 0
+    c.data_dir = ""  # TFDS data directory; "" = TFDS default (~/tensorflow_datasets)
+    c.label_noise = 0.0  # fraction of training labels replaced by uniformly random classes
+    c.num_examples = 0  # training-set size; 0 = the dataset's own (gaussian: 1000), > 0 = a random subset / draw
+    c.num_test = 0  # test-set size, same rule
+    c.input_dim = 20  # gaussian: dimension d
+    c.num_classes = 10  # gaussian: classes
+    c.labels = "random"  # gaussian: 'random' (independent of x) or 'teacher'
+    c.teacher_width = 0  # gaussian teacher: 0 = linear, h > 0 = one hidden ReLU layer of width h
+    c.task = "classification"  # gaussian: or 'regression' (y = teacher(x) + noise_std * z)
+    c.noise_std = 0.5
+    # Model.
+    c.model = "mlp"
+    c.widths = (200, 200)  # mlp hidden widths
+    # Seeds: seed i of a sweep uses fold_in(PRNGKey(seed), i), so any seed can be rerun alone.
+    c.num_seeds = 4
+    c.seed = 0
+    # Optimization (one training run).
+    c.epochs = 10
+    c.batch_size = 64
+    c.optimizer = "adam"
+    c.learning_rate = 1e-3
+    c.momentum = 0.9  # sgd only
+    c.weight_decay = 0.0
+    c.lr_schedule = "constant"
+    c.warmup_epochs = 0
+    c.eval_batch_size = 1000
+    c.overwrite = False  # rerun into a workdir that already holds a finished run
+    return c
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_fraction(config, key: str) -> None:
+    """``config[key]`` must be a number in [0, 1)."""
+    value = config[key]
+    _check(isinstance(value, (int, float)) and 0.0 <= value < 1.0, f"config.{key}={value!r}: must be in [0, 1)")
+
+
+def check_choice(config, key: str, allowed) -> None:
+    """``config[key]`` must be one of ``allowed``."""
+    _check(config[key] in allowed, f"config.{key}={config[key]!r}: must be one of {', '.join(map(str, allowed))}")
+
+
+def check_positive_int(config, key: str, minimum: int = 1) -> None:
+    """``config[key]`` must be an int ≥ minimum."""
+    value = config[key]
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+           f"config.{key}={value!r}: must be an integer >= {minimum}")
+
+
+def validate_common(config) -> None:
+    """Check the shared keys (not the dataset's existence, which the data loader checks)."""
+    from jaxprune import data, models, train  # local: keep `import jaxprune.config` light for config files
+
+    check_choice(config, "dataset", data.DATASETS)
+    check_choice(config, "model", models.NAMES)
+    check_choice(config, "optimizer", train.OPTIMIZERS)
+    check_choice(config, "lr_schedule", train.LR_SCHEDULES)
+    check_choice(config, "task", TASKS)
+    check_choice(config, "labels", GAUSSIAN_LABELS)
+    for key in ("num_seeds", "epochs", "batch_size", "eval_batch_size", "input_dim"):
+        check_positive_int(config, key)
+    for key in ("num_examples", "num_test", "teacher_width", "warmup_epochs"):
+        check_positive_int(config, key, minimum=0)
+    check_positive_int(config, "num_classes", minimum=2)
+    for key in ("seed", "data_seed"):
+        check_positive_int(config, key, minimum=0)
+    check_fraction(config, "label_noise")
+    for key in ("learning_rate", "noise_std"):
+        _check(isinstance(config[key], (int, float)) and config[key] > 0, f"config.{key}={config[key]!r}: must be > 0")
+    _check(0.0 <= config.momentum < 1.0, f"config.momentum={config.momentum!r}: must be in [0, 1)")
+    _check(config.weight_decay >= 0.0, f"config.weight_decay={config.weight_decay!r}: must be >= 0")
+    _check(len(config.widths) >= 1 and all(isinstance(w, int) and w >= 1 for w in config.widths),
+           f"config.widths={tuple(config.widths)!r}: must be a non-empty tuple of positive integers")

@@ -1,0 +1,96 @@
+"""What every experiment does the same way: seeds, data on device, model and vmapped initialization, progress."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import data, models, parallel, train
+from jaxprune.config import check_positive_int
+from jaxprune.errors import ConfigError
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """Key of seed i = fold_in(key(seed), i): seed i of an S-seed sweep equals a 1-seed run of seed i."""
+    root = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(num_seeds))
+
+
+def init_and_data_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Split each seed's key into (initialization key, data-order key)."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """The dataset (host copy, and device copies replicated over the mesh), the model, one key per seed, and
+    the mesh whose ``'seeds'`` axis every per-seed array is sharded over (:mod:`jaxprune.parallel`)."""
+
+    dataset: data.Dataset
+    train_data: train.Data
+    test_data: train.Data
+    model: nn.Module
+    keys: jax.Array  # [num_seeds]
+    mesh: jax.sharding.Mesh
+
+    def shard(self, tree):
+        """Put a pytree with a leading seed axis onto the mesh, one block of seeds per device."""
+        return parallel.shard_seeds(tree, self.mesh)
+
+
+def check_batch_size(config, num_examples: int) -> None:
+    """ConfigError if a batch is larger than the training set."""
+    check_positive_int(config, "batch_size")
+    if config.batch_size > num_examples:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size}: larger than the {num_examples} training examples of "
+            f"dataset {config.dataset!r}; use at most {num_examples}"
+        )
+
+
+def setup(config, dataset: data.Dataset | None = None) -> Setup:
+    """Load the data (unless given), put it on device, build the model and the per-seed keys."""
+    dataset = data.load(config) if dataset is None else dataset
+    check_batch_size(config, len(dataset.y_train))
+    num_outputs = dataset.num_classes if dataset.num_classes > 0 else 1
+    model = models.create(config.model, num_outputs, widths=tuple(config.widths))
+    mesh = parallel.seed_mesh()
+    to_device = lambda x, y: parallel.replicate(train.Data(x, y), mesh)  # noqa: E731
+    return Setup(
+        dataset=dataset,
+        train_data=to_device(dataset.x_train, dataset.y_train),
+        test_data=to_device(dataset.x_test, dataset.y_test),
+        model=model,
+        keys=seed_keys(config.seed, config.num_seeds),
+        mesh=mesh,
+    )
+
+
+def init_variables(model: nn.Module, init_keys: jax.Array, x_example) -> tuple:
+    """(params, batch_stats) for every seed, stacked on a leading seed axis, in one jitted call."""
+    return jax.jit(jax.vmap(lambda k: train.init_variables(model, k, x_example)))(init_keys)
+
+
+class Progress:
+    """Prints one line per unit of work with the elapsed wall time (flushed, so it shows in logs live);
+    silent on every process but the primary."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if parallel.is_primary():
+            print(f"[{self.name} {time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
+
+
+def mean_std(values) -> str:
+    """'mean ± std' over the finite entries of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return "n/a" if values.size == 0 else f"{values.mean():.4f} ± {values.std():.4f}"

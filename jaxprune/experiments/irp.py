@@ -1,0 +1,148 @@
+"""Experiment ``irp``: iterative rewind pruning for all seeds at once, and the survival count of every weight.
+
+Every round is one jitted call of the per-seed :func:`jaxprune.irp.round_step` vmapped over the seed axis.
+Writes ``metrics.jsonl`` (per round and per epoch, per seed), ``survival.npz`` (per prunable parameter,
+'/'-joined path → int array [num_seeds, *shape]), ``results.json`` and two figures.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import numpy as np
+
+from jaxprune import irp, masks, parallel, plotting, stats, train, workdir as wd
+from jaxprune.config import check_choice, check_fraction, check_positive_int
+from jaxprune.errors import AllSeedsFailed, ConfigError
+from jaxprune.experiments import common
+
+
+def validate(config) -> None:
+    """IRP keys: rounds ≥ 1, prune_fraction in (0, 1), rewind_step ≥ 0, scope global/layerwise."""
+    check_positive_int(config, "rounds")
+    check_fraction(config, "prune_fraction")
+    if config.prune_fraction == 0:
+        raise ConfigError("config.prune_fraction=0: must be in (0, 1), the fraction of survivors pruned per round")
+    check_positive_int(config, "rewind_step", minimum=0)
+    check_choice(config, "scope", masks.SCOPES)
+
+
+def check_rewind_step(config, steps_per_epoch: int) -> None:
+    """The rewind point must be reached during round 0's training."""
+    total = config.epochs * steps_per_epoch
+    if config.rewind_step >= total:
+        raise ConfigError(
+            f"config.rewind_step={config.rewind_step}: must be < the {total} steps of one round "
+            f"({config.epochs} epochs x {steps_per_epoch} steps)"
+        )
+
+
+def make_round_fn(config, setup: common.Setup, tx, capture_step: int | None):
+    """jit(vmap(round_step)) over the seed axis of the IRP state; the data are shared by all seeds."""
+    step = functools.partial(
+        irp.round_step, model=setup.model, tx=tx, epochs=config.epochs, batch_size=config.batch_size,
+        prune_fraction=config.prune_fraction, scope=config.scope, capture_step=capture_step,
+    )
+    return jax.jit(jax.vmap(step, in_axes=(0, None, None)))
+
+
+def run_rounds(config, setup: common.Setup, log=None) -> tuple[irp.IRPState, list[dict], dict]:
+    """Run all IRP rounds for all seeds. Returns the final state (seed axis leading), per-round metrics
+    (host numpy) and the initial (params, batch_stats) of every seed."""
+    spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
+    check_rewind_step(config, spe)
+    tx = train.optimizer_from_config(config, spe)
+    init_keys, order_keys = common.init_and_data_keys(setup.keys)
+    params, batch_stats = common.init_variables(setup.model, init_keys, setup.train_data.x[0])
+    state = setup.shard(jax.vmap(irp.init)(params, batch_stats, order_keys))
+    first = make_round_fn(config, setup, tx, config.rewind_step if config.rewind_step > 0 else None)
+    later = make_round_fn(config, setup, tx, None) if config.rewind_step > 0 else first
+    history = []
+    for r in range(config.rounds):
+        state, metrics = (first if r == 0 else later)(state, setup.train_data, setup.test_data)
+        metrics = parallel.to_host(metrics)
+        history.append(metrics)
+        if log:
+            log(f"round {r + 1}/{config.rounds}  density {float(np.mean(metrics['density'])):.4f}  "
+                f"test acc {common.mean_std(metrics['test_accuracy'])}  "
+                f"train acc {common.mean_std(metrics['train_accuracy'][:, -1])}")
+    return state, history, {"params": params, "batch_stats": batch_stats}
+
+
+def survival_arrays(state: irp.IRPState, params_like) -> dict[str, np.ndarray]:
+    """Prunable parameters' survival counts, '/'-joined path → [num_seeds, *shape] int32."""
+    one_seed = jax.tree.map(lambda x: x[0], params_like)
+    return {
+        name: np.asarray(counts)
+        for name, counts in zip(masks.prunable_names(one_seed), masks.prunable_leaves(state.survival, one_seed))
+    }
+
+
+def metric_records(history: list[dict]) -> list[dict]:
+    """metrics.jsonl lines: one per (round, seed) and one per (round, epoch, seed)."""
+    records = []
+    for r, m in enumerate(history):
+        for s in range(len(m["test_accuracy"])):
+            for e in range(m["train_loss"].shape[1]):
+                records.append({"round": r, "epoch": e, "seed": s, "train_loss": m["train_loss"][s, e],
+                                "train_accuracy": m["train_accuracy"][s, e]})
+            records.append({"round": r, "seed": s, "density": m["density"][s],
+                            "test_accuracy": m["test_accuracy"][s], "test_loss": m["test_loss"][s],
+                            "train_accuracy": m["train_accuracy"][s, -1], "train_loss": m["train_loss"][s, -1]})
+    return records
+
+
+def failed_seeds(state: irp.IRPState) -> list[dict]:
+    """Seeds whose loss went non-finite, with the round and step where it first did."""
+    rounds, steps = np.asarray(state.failed_round), np.asarray(state.failed_step)
+    return [{"seed": s, "round": int(rounds[s]), "step": int(steps[s])} for s in np.flatnonzero(rounds >= 0)]
+
+
+def run(config, workdir: str) -> dict:
+    """The ``irp`` experiment end to end; returns the results written to ``results.json``."""
+    log = common.Progress("irp")
+    setup = common.setup(config)
+    log(f"{config.num_seeds} seeds x {config.rounds} rounds, model {config.model}, dataset {config.dataset} "
+        f"({len(setup.dataset.y_train)} train / {len(setup.dataset.y_test)} test), {config.epochs} epochs/round")
+    state, history, _ = run_rounds(config, setup, log)
+    state = parallel.to_host(state)
+    failed = failed_seeds(state)
+    ok = np.ones(config.num_seeds, bool)
+    ok[[f["seed"] for f in failed]] = False
+    test_accuracy = np.stack([m["test_accuracy"] for m in history], axis=1)  # [seed, round]
+    density = [float(irp.density_after(r, config.prune_fraction)) for r in range(config.rounds)]
+    survival = survival_arrays(state, state.rewind_params)
+    flat_survival = np.concatenate([v.reshape(config.num_seeds, -1) for v in survival.values()], axis=1)
+    if not ok.any():
+        raise AllSeedsFailed(f"all {config.num_seeds} seeds had a non-finite loss: {failed}")
+
+    results = {
+        "experiment": "irp",
+        "num_seeds": config.num_seeds,
+        "rounds": config.rounds,
+        "prune_fraction": config.prune_fraction,
+        "density_per_round": density,
+        "measured_density_per_round": np.stack([m["density"] for m in history], axis=1)[0],
+        "test_accuracy": test_accuracy,
+        "mean_test_accuracy": np.mean(test_accuracy[ok], axis=0),
+        "survival_ccc": stats.mean_pairwise_ccc(flat_survival[ok]),
+        "failed_seeds": failed,
+        "num_seeds_in_means": int(ok.sum()),
+    }
+    if parallel.is_primary():
+        wd.append_jsonl(os.path.join(workdir, wd.METRICS), metric_records(history))
+        wd.save_npz(os.path.join(workdir, "survival.npz"), survival)
+        plotting.lines_vs_density(
+            os.path.join(workdir, "accuracy_vs_density.png"),
+            {f"IRP ({ok.sum()} seeds)": (density, test_accuracy[ok])},
+            ylabel="test accuracy", title=f"IRP: {config.model} on {config.dataset} (mean ± std over seeds)",
+        )
+        plotting.histogram(
+            os.path.join(workdir, "survival_histogram.png"), {"all seeds": flat_survival[ok]},
+            bins=np.arange(config.rounds + 2) - 0.5, xlabel="survival count (rounds survived)",
+            title=f"Survival counts after {config.rounds} rounds",
+        )
+    log(f"final density {irp.density_after(config.rounds, config.prune_fraction):.4f}; survival CCC between seeds "
+        f"{results['survival_ccc']:.4f}; outputs in {workdir}")
+    return results

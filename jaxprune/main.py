@@ -1,0 +1,125 @@
+"""Command-line entry point: ``python -m jaxprune.main --config=configs/irp.py --workdir=runs/irp``.
+
+Every config key can be overridden (``--config.num_seeds=16``). Bad input — an unknown experiment, model or
+dataset, a value out of range, a malformed override, an unwritable workdir, an unprepared TFDS dataset — is
+reported as one line on stderr with exit code 2, before anything is written to the workdir. A workdir that
+holds a finished run is reported and left alone unless ``--config.overwrite=True``; one made by a different
+config is refused with the keys that differ.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxprune import parallel, workdir as wd
+from jaxprune.errors import AllSeedsFailed, ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/irp.py.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<experiment>).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"jaxprune: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with any flag/override error turned into one line and exit code 2."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, ValueError, TypeError, AttributeError, KeyError, FileNotFoundError, SyntaxError) as e:
+        _fail(f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def validate(config) -> object:
+    """The experiment module for ``config.experiment``, after checking every key (raises ConfigError)."""
+    from jaxprune import config as config_lib
+    from jaxprune.experiments import REGISTRY
+
+    if config.get("experiment") not in REGISTRY:
+        raise ConfigError(f"config.experiment={config.get('experiment')!r}: must be one of {', '.join(REGISTRY)}")
+    config_lib.validate_common(config)
+    parallel.check_num_seeds(config.num_seeds, parallel.seed_mesh())
+    experiment = REGISTRY[config.experiment]
+    experiment.validate(config)
+    return experiment
+
+
+def check_workdir(workdir: str, config_dict: dict, overwrite: bool) -> bool:
+    """True if ``workdir`` already holds a finished run of this config (nothing to do)."""
+    wd.check_writable(workdir)
+    config_path = os.path.join(workdir, wd.CONFIG)
+    if overwrite or not os.path.exists(config_path):
+        return False
+    previous = wd.read_json(config_path)
+    diffs = wd.config_differences(
+        {k: v for k, v in previous.items() if k != "overwrite"}, {k: v for k, v in config_dict.items() if k != "overwrite"}
+    )
+    if diffs:
+        raise ConfigError(
+            f"--workdir={workdir} holds a run of a different config ({'; '.join(diffs)}); "
+            "use another --workdir or --config.overwrite=True"
+        )
+    return os.path.exists(os.path.join(workdir, wd.RESULTS))
+
+
+def clear_outputs(workdir: str) -> None:
+    """Remove the files a previous run wrote into ``workdir`` (for ``--config.overwrite``)."""
+    for name in os.listdir(workdir):
+        path = os.path.join(workdir, name)
+        if os.path.isfile(path) and (name in (wd.CONFIG, wd.RESULTS, wd.METRICS) or name.endswith((".npz", ".png"))):
+            os.remove(path)
+
+
+def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.ERROR)  # keep stderr for our one-line errors; progress goes to stdout
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    if config is None:
+        _fail("--config is required, e.g. --config=configs/irp.py")
+    try:
+        config.get("experiment")  # config_flags reports a file it could not load only on first use
+    except OSError as e:
+        _fail(f"--config: {' '.join(str(e).split())}")
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    parallel.enable_compilation_cache()
+    try:
+        experiment = validate(config)
+        workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
+        config_dict = wd.to_jsonable(config.to_dict())
+        if check_workdir(workdir, config_dict, config.overwrite):
+            print(f"jaxprune: {workdir} already holds the finished run of this config "
+                  f"(results.json); rerun with --config.overwrite=True to recompute.", flush=True)
+            return
+    except ConfigError as e:
+        _fail(str(e))
+    created = not os.path.exists(workdir)
+    had_config = os.path.exists(os.path.join(workdir, wd.CONFIG))
+    if parallel.is_primary():  # the only process that writes
+        os.makedirs(workdir, exist_ok=True)
+        if config.overwrite:
+            clear_outputs(workdir)
+        wd.write_json(os.path.join(workdir, wd.CONFIG), config_dict)
+    try:
+        results = experiment.run(config, workdir)
+    except ConfigError as e:  # found while loading data: leave the workdir as it was
+        if parallel.is_primary() and not had_config:
+            os.remove(os.path.join(workdir, wd.CONFIG))
+        if parallel.is_primary() and created and not os.listdir(workdir):
+            os.rmdir(workdir)
+        _fail(str(e))
+    except AllSeedsFailed as e:
+        _fail(str(e), code=1)
+    if parallel.is_primary():
+        wd.write_json(os.path.join(workdir, wd.RESULTS), results)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

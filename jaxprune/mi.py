@@ -1,0 +1,369 @@
+"""Mutual information between pruning masks and the data that produced them, in bits.
+
+No Free Prune's effective parameter count is ``E||m||_0 + I(M; D)``: D is the dataset draw, M the mask a
+pruning method returns on it. Given an ensemble of masks ``masks[i]`` (bool, [num_masks, num_weights]) with
+``labels[i]`` naming the draw that produced mask i, :func:`estimate` estimates I(M; D) with one of two
+estimators, chosen per regime:
+
+``plugin`` (few distinct mask patterns: exact structure)
+    Î = H(D) + H(M) - H(M, D) from the contingency table of (pattern, label) counts, each entropy with the
+    Miller–Madow correction H_MM = H_plugin + (cells - 1) / (2 N ln 2) bits, which removes the O(1/N) upward
+    bias of plug-in MI, Î_MM = Î_plugin - (P - 1)(K - 1) / (2 N ln 2) when all cells are occupied. Any
+    dependence between pattern and label is captured, linear or not (e.g. D = M_1 XOR M_2).
+    Interval: bits ± z·se with se² = Var[i(M; D)] / N (delta method, i the pointwise MI
+    log2 p(m, d) / (p(m) p(d)) under the empirical law) + 2 (P - 1)(K - 1) / (2 N ln 2)² (the variance of the
+    chi-square term that dominates when I is near 0), clipped to [0, log2 K].
+
+``classifier`` (many distinct patterns: thousands of weights)
+    For any predictor q of D from M, I(M; D) = H(D) - H(D | M) >= H(D) - E[-log2 q(D | M)]. q is a multinomial
+    logistic regression on the standardized mask bits, cross-fitted over ``num_folds`` folds (the loss of mask i
+    comes from a model that never saw it), with one unpenalized intercept per class and an (L1, L2) penalty from a
+    grid. Folds and penalties are fitted in one vmapped, jitted computation. The penalty of fold f is the one with
+    the least held-out loss on the *other* folds, so no mask's reported loss chose its own penalty. With
+    d_i = -log2 p̂(y_i) + log2 q_(-fold i)(y_i | m_i) (p̂ the label frequencies) the estimate is mean(d), and
+    ``lower`` = mean(d) - z·std(d)/sqrt(N) (CLT over masks) is a lower confidence bound on I. The bound is tight
+    when the Bayes classifier is in the model class: for masks drawn through a binary symmetric channel from
+    per-draw prototypes, log p(d | m) is linear in m, so it is. No sample-based upper bound exists in this regime
+    without a model of p(m | d), so ``upper`` is log2 K (I <= H(D) <= log2 K).
+
+``auto`` picks ``plugin`` when the table has at least ``min_per_cell`` masks per cell on average
+(N >= min_per_cell · P · K, P the number of distinct patterns), else ``classifier``.
+
+Every estimate comes with a permutation null: the same estimator on labels shuffled across masks
+(``null_bits``, one value per permutation; report e.g. its mean and max). An estimate well above the null's
+spread is evidence of real mask–data dependence.
+
+:func:`noise_bits_bound` serves the label-noise design, where example j of every dataset draw carries a random
+bit z_j: I(M; Z) >= Σ_j I(M; z_j) when the z_j are independent (each z_j is a lower-bounded term of the chain
+rule). Each I(M; z_j) is bounded by a cross-fitted decoder of z_j from the mask, as above, and the per-mask
+terms are summed over j before the CLT interval, which can far exceed log2 of the number of draws.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxprune.errors import ConfigError
+
+METHODS = ("auto", "plugin", "classifier")
+# (l1, l2) strengths on the mean log-loss with standardized features: intercept-only (|gradient| <= 1 per
+# coefficient, so l1 = 2 keeps every coefficient at 0), a lasso path, and two ridge fits for diffuse signals.
+ADAM_B2, ADAM_EPS = 0.999, 1e-8
+DEFAULT_PENALTIES = ((2.0, 0.0), (0.1, 0.0), (0.03, 0.0), (0.01, 0.0), (0.003, 0.0), (0.0, 1e-2), (0.0, 1e-3))
+
+
+class MIResult(NamedTuple):
+    """An MI estimate in bits with a confidence interval and a permutation null.
+
+    ``lower <= bits <= upper``; ``null_bits[p]`` is the same estimator on the p-th label permutation.
+    ``method`` names the estimator used ("plugin" or "classifier").
+    """
+
+    bits: float
+    lower: float
+    upper: float
+    null_bits: np.ndarray
+    method: str
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plug-in estimator with Miller–Madow correction.
+
+
+def plugin_bits(table: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Miller–Madow I(M; D) in bits and its standard error, from a [patterns, labels] table of counts.
+
+    Î = Σ_md p̂(m,d) log2 p̂(m,d) / (p̂(m) p̂(d)) - (c_MD - c_M - c_D + 1) / (2 N ln 2), with c_X the number of
+    occupied cells of X; se² = Var_p̂[i(M; D)] / N + 2 (c_M - 1)(c_D - 1) / (2 N ln 2)² (see module docstring).
+    """
+    n = table.sum()
+    joint = table / n
+    row, col = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
+    pointwise = jnp.where(joint > 0, jnp.log2(jnp.where(joint > 0, joint, 1.0) / (row * col)), 0.0)
+    mean = jnp.sum(joint * pointwise)
+    occupied = lambda p: jnp.sum(p > 0)
+    c_md, c_m, c_d = occupied(joint), occupied(row), occupied(col)
+    miller_madow = (c_md - c_m - c_d + 1) / (2 * n * jnp.log(2.0))
+    chi2_var = 2 * (c_m - 1) * (c_d - 1) / (2 * n * jnp.log(2.0)) ** 2
+    first_order_var = jnp.sum(joint * (pointwise - mean) ** 2) / n
+    return mean - miller_madow, jnp.sqrt(first_order_var + chi2_var)
+
+
+@partial(jax.jit, static_argnames=("num_patterns", "num_labels"))
+def _plugin_with_null(
+    pattern_ids: jax.Array, labels: jax.Array, permutations: jax.Array, num_patterns: int, num_labels: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(Miller–Madow bits, se, bits under each row of ``permutations`` applied to the labels)."""
+    table_of = lambda y: jnp.zeros((num_patterns, num_labels)).at[pattern_ids, y].add(1.0)
+    bits, se = plugin_bits(table_of(labels))
+    null = jax.vmap(lambda perm: plugin_bits(table_of(labels[perm]))[0])(permutations)
+    return bits, se, null
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cross-fitted logistic-regression bound.
+
+
+def standardize(masks: jax.Array) -> jax.Array:
+    """(m - mean) / std per weight over the ensemble; constant weights (std 0) become 0. Uses no labels."""
+    m = masks.astype(jnp.float32)
+    mean, std = m.mean(0), m.std(0)
+    return jnp.where(std > 0, (m - mean) / jnp.where(std > 0, std, 1.0), 0.0)
+
+
+def fit_logistic(
+    features: jax.Array,
+    onehot: jax.Array,
+    weights: jax.Array,
+    l1: jax.Array,
+    l2: jax.Array,
+    num_steps: int,
+    learning_rate: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Multinomial logistic regression: (coef [W, K], intercept [K]) minimizing
+
+        Σ_i weights_i · CE(softmax(features_i @ coef + intercept), onehot_i) + l1 ||coef||_1 + l2/2 ||coef||²
+
+    (``weights`` sum to 1; the intercept is unpenalized) by proximal Adam: an Adam step on the smooth part, then
+    soft-thresholding of each coefficient at its own Adam step size times l1 (the exact prox in Adam's
+    diagonal metric), with a cosine-decayed learning rate, as a ``lax.scan`` over ``num_steps`` steps.
+    Starts from coef = 0 and the intercept of the weighted class frequencies.
+    """
+    adam = optax.scale_by_adam(b2=ADAM_B2, eps=ADAM_EPS)
+
+    def smooth_loss(params):
+        coef, intercept = params
+        log_probs = jax.nn.log_softmax(features @ coef + intercept)
+        return -jnp.sum(weights[:, None] * onehot * log_probs) + 0.5 * l2 * jnp.sum(coef**2)
+
+    def step(carry, lr):
+        params, state = carry
+        direction, state = adam.update(jax.grad(smooth_loss)(params), state)
+        coef, intercept = jax.tree.map(lambda p, d: p - lr * d, params, direction)
+        nu_hat = state.nu[0] / (1 - ADAM_B2 ** state.count.astype(jnp.float32))
+        threshold = lr * l1 / (jnp.sqrt(nu_hat) + ADAM_EPS)
+        coef = jnp.sign(coef) * jnp.maximum(jnp.abs(coef) - threshold, 0.0)
+        return ((coef, intercept), state), None
+
+    frequencies = weights @ onehot
+    params = (jnp.zeros((features.shape[1], onehot.shape[1])), jnp.log(jnp.maximum(frequencies, 1e-6)))
+    lrs = optax.cosine_decay_schedule(learning_rate, num_steps)(jnp.arange(num_steps))
+    (params, _), _ = jax.lax.scan(step, (params, adam.init(params)), lrs)
+    return params
+
+
+def heldout_log_loss(
+    features: jax.Array,
+    onehot: jax.Array,
+    fold_of: jax.Array,
+    penalties: jax.Array,
+    num_folds: int,
+    num_steps: int,
+    learning_rate: float,
+) -> jax.Array:
+    """Cross-fitted per-example log-loss in bits, [N]: -log2 q(y_i | m_i), q fitted without fold(i).
+
+    All folds × penalties are fitted at once (vmapped). Fold f uses the penalty with the least total held-out
+    loss over the other folds.
+    """
+    in_fold = fold_of[None, :] == jnp.arange(num_folds)[:, None]  # [F, N]
+    train_weights = ~in_fold / jnp.sum(~in_fold, axis=1, keepdims=True)
+    fit = partial(fit_logistic, features, onehot, num_steps=num_steps, learning_rate=learning_rate)
+    fit_penalties = jax.vmap(lambda w, pen: fit(w, pen[0], pen[1]), in_axes=(None, 0))
+    coef, intercept = jax.vmap(fit_penalties, in_axes=(0, None))(train_weights, penalties)  # [F, G, ...]
+    log_probs = jax.nn.log_softmax(jnp.einsum("nw,fgwk->fgnk", features, coef) + intercept[:, :, None])
+    losses = -jnp.sum(onehot * log_probs, axis=-1) / jnp.log(2.0)  # [F, G, N]
+    fold_loss = jnp.sum(jnp.where(in_fold[:, None], losses, 0.0), axis=-1)  # [F, G]
+    chosen = jnp.argmin(fold_loss.sum(0, keepdims=True) - fold_loss, axis=1)  # [F]
+    heldout = losses[jnp.arange(num_folds), chosen]  # [F, N]
+    return heldout[fold_of, jnp.arange(fold_of.shape[0])]
+
+
+@partial(jax.jit, static_argnames=("num_classes", "num_folds", "num_steps", "learning_rate"))
+def classifier_gain(
+    features: jax.Array,
+    targets: jax.Array,
+    fold_of: jax.Array,
+    penalties: jax.Array,
+    num_classes: int,
+    num_folds: int,
+    num_steps: int,
+    learning_rate: float,
+) -> jax.Array:
+    """Per-mask information gain in bits, [N]: Σ_t [-log2 p̂_t(y_it) + log2 q_t(y_it | m_i)] over the target
+    columns t of ``targets`` [N, T] (integer classes), p̂_t the class frequencies of column t."""
+    onehot = jax.nn.one_hot(targets.T, num_classes)  # [T, N, K]
+    marginal = -jnp.sum(onehot * jnp.log2(jnp.maximum(onehot.mean(1, keepdims=True), 1e-12)), axis=-1)
+    loss = partial(heldout_log_loss, num_folds=num_folds, num_steps=num_steps, learning_rate=learning_rate)
+    conditional = jax.vmap(lambda oh: loss(features, oh, fold_of, penalties))(onehot)
+    return jnp.sum(marginal - conditional, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API.
+
+
+def _checked_masks(masks) -> np.ndarray:
+    masks = np.asarray(masks)
+    if masks.ndim != 2 or masks.shape[0] < 2:
+        raise ConfigError(f"masks must be [num_masks >= 2, num_weights], got shape {masks.shape}")
+    if masks.dtype != bool and not np.isin(masks, (0, 1)).all():
+        raise ConfigError("masks must be boolean (or 0/1), got other values")
+    return masks.astype(bool)
+
+
+def _checked_options(num_folds: int, num_permutations: int, confidence: float, penalties) -> np.ndarray:
+    if num_folds < 2:
+        raise ConfigError(f"num_folds={num_folds}: must be >= 2")
+    if num_permutations < 1:
+        raise ConfigError(f"num_permutations={num_permutations}: must be >= 1")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence={confidence}: must be in (0, 1)")
+    penalties = np.asarray(penalties, np.float32)
+    if penalties.ndim != 2 or penalties.shape[1] != 2 or (penalties < 0).any():
+        raise ConfigError(f"penalties={penalties.tolist()}: must be a list of non-negative (l1, l2) pairs")
+    return penalties
+
+
+def _stratified_folds(labels: np.ndarray, num_folds: int, key: jax.Array) -> jax.Array:
+    """Fold index per example: a random order within each label, dealt round-robin into the folds."""
+    order = np.lexsort((np.asarray(jax.random.uniform(key, labels.shape)), labels))
+    fold_of = np.empty(labels.shape[0], np.int32)
+    fold_of[order] = np.arange(labels.shape[0]) % num_folds
+    return jnp.asarray(fold_of)
+
+
+def _permutations(key: jax.Array, num_permutations: int, n: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, num_permutations))
+
+
+def _two_sided_z(confidence: float) -> float:
+    return float(jax.scipy.special.ndtri(0.5 + confidence / 2))
+
+
+def _classifier_result(
+    masks: np.ndarray,
+    targets: np.ndarray,
+    strata: np.ndarray,
+    num_classes: int,
+    max_bits: float,
+    key: jax.Array,
+    *,
+    num_folds: int,
+    num_permutations: int,
+    confidence: float,
+    penalties: np.ndarray,
+    num_steps: int,
+    learning_rate: float,
+) -> MIResult:
+    """:func:`classifier_gain` on ``targets`` [N, T] and on row-permutations of them, summarized in bits.
+
+    Folds are stratified by ``strata``. bits = mean gain, lower = the lower end of its CLT interval, upper = max_bits.
+    """
+    fold_key, perm_key = jax.random.split(key)
+    folds = _stratified_folds(strata, num_folds, fold_key)
+    permutations = _permutations(perm_key, num_permutations, targets.shape[0])
+    features, targets = standardize(jnp.asarray(masks)), jnp.asarray(targets)
+    gain = partial(
+        classifier_gain, features, fold_of=folds, penalties=jnp.asarray(penalties), num_classes=num_classes,
+        num_folds=num_folds, num_steps=num_steps, learning_rate=learning_rate,
+    )
+    gains = jax.vmap(gain)(jnp.concatenate([targets[None], targets[permutations]]))  # [1 + P, N]
+    mean = jnp.mean(gains, axis=1)
+    bits = float(jnp.clip(mean[0], 0.0, max_bits))
+    half_width = _two_sided_z(confidence) * jnp.std(gains[0]) / np.sqrt(gains.shape[1])
+    lower = float(jnp.clip(mean[0] - half_width, 0.0, bits))
+    return MIResult(bits, lower, max_bits, np.asarray(jnp.clip(mean[1:], 0.0, max_bits)), "classifier")
+
+
+def estimate(
+    masks,
+    labels,
+    *,
+    method: str = "auto",
+    key: jax.Array | None = None,
+    num_folds: int = 5,
+    num_permutations: int = 4,
+    confidence: float = 0.95,
+    penalties=DEFAULT_PENALTIES,
+    min_per_cell: float = 5.0,
+    num_steps: int = 100,
+    learning_rate: float = 0.1,
+) -> MIResult:
+    """I(M; D) in bits, where ``labels[i]`` is the dataset draw that produced ``masks[i]``.
+
+    Args:
+      masks: bool [num_masks, num_weights] (flatten a mask pytree with ``masks.prunable_leaves``).
+      labels: [num_masks] draw ids (any K >= 2 distinct values).
+      method: "plugin", "classifier" or "auto" (see module docstring for the rule).
+      key: randomness for folds and permutations (default ``jax.random.key(0)``).
+      num_folds, penalties, num_steps, learning_rate: the cross-fitted classifier (ignored by plugin).
+      num_permutations: label shuffles for ``null_bits``.
+      confidence: two-sided level of the CLT interval; the classifier's ``lower`` is its lower end.
+      min_per_cell: ``auto`` uses plugin when num_masks >= min_per_cell · (distinct patterns) · K.
+    """
+    masks = _checked_masks(masks)
+    labels = np.asarray(labels)
+    if labels.shape != masks.shape[:1]:
+        raise ConfigError(f"labels must have shape ({masks.shape[0]},) to match masks, got {labels.shape}")
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: allowed values are {METHODS}")
+    penalties = _checked_options(num_folds, num_permutations, confidence, penalties)
+    _, labels = np.unique(labels, return_inverse=True)
+    num_labels = int(labels.max()) + 1
+    if num_labels < 2:
+        raise ConfigError("labels must name at least 2 distinct dataset draws")
+    key = jax.random.key(0) if key is None else key
+    max_bits = float(np.log2(num_labels))
+    _, pattern_ids = np.unique(np.packbits(masks, axis=1), axis=0, return_inverse=True)
+    num_patterns = int(pattern_ids.max()) + 1
+    if method == "plugin" or (method == "auto" and masks.shape[0] >= min_per_cell * num_patterns * num_labels):
+        permutations = _permutations(key, num_permutations, labels.shape[0])
+        bits, se, null = _plugin_with_null(
+            jnp.asarray(pattern_ids.ravel()), jnp.asarray(labels), permutations, num_patterns, num_labels
+        )
+        bits = float(jnp.clip(bits, 0.0, max_bits))
+        z = _two_sided_z(confidence)
+        lower, upper = float(jnp.clip(bits - z * se, 0.0, bits)), float(jnp.clip(bits + z * se, bits, max_bits))
+        return MIResult(bits, lower, upper, np.asarray(jnp.clip(null, 0.0, max_bits)), "plugin")
+    return _classifier_result(
+        masks, labels[:, None], labels, num_labels, max_bits, key, num_folds=num_folds,
+        num_permutations=num_permutations, confidence=confidence, penalties=penalties, num_steps=num_steps,
+        learning_rate=learning_rate,
+    )
+
+
+def noise_bits_bound(
+    masks,
+    noise,
+    *,
+    key: jax.Array | None = None,
+    num_folds: int = 5,
+    num_permutations: int = 4,
+    confidence: float = 0.95,
+    penalties=DEFAULT_PENALTIES,
+    num_steps: int = 100,
+    learning_rate: float = 0.1,
+) -> MIResult:
+    """Lower bound on I(M; Z) >= Σ_j I(M; z_j) in bits for independent noise bits ``noise`` [num_masks, n].
+
+    Each I(M; z_j) is bounded by a cross-fitted logistic decoder of z_j from the mask (module docstring); the
+    per-mask gains are summed over j before the CLT interval. ``upper`` is n (I(M; Z) <= H(Z) <= n bits).
+    ``null_bits`` shuffles the rows of ``noise``. Cost: n · num_folds · len(penalties) · (1 + num_permutations)
+    two-class fits over all weights.
+    """
+    masks = _checked_masks(masks)
+    noise = np.asarray(noise)
+    if noise.ndim != 2 or noise.shape[0] != masks.shape[0] or not np.isin(noise, (0, 1)).all():
+        raise ConfigError(f"noise must be 0/1 of shape ({masks.shape[0]}, n) to match masks, got {noise.shape}")
+    penalties = _checked_options(num_folds, num_permutations, confidence, penalties)
+    return _classifier_result(
+        masks, noise.astype(np.int32), np.zeros(masks.shape[0], np.int32), 2, float(noise.shape[1]),
+        jax.random.key(0) if key is None else key, num_folds=num_folds, num_permutations=num_permutations,
+        confidence=confidence, penalties=penalties, num_steps=num_steps, learning_rate=learning_rate,
+    )

@@ -1,0 +1,57 @@
+"""Figures every experiment writes: lines with a band over seeds, and histograms. PNG via matplotlib (Agg)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
+
+
+def band(ax, x, values, label: str, **kwargs) -> None:
+    """Mean over seeds (axis 0 of ``values``) as a line, ±1 standard deviation as a shaded band.
+
+    NaN entries (e.g. failed seeds) are left out of the mean and deviation.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label, **kwargs)
+    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def lines_vs_density(path: str, curves: dict, *, ylabel: str, title: str, xlabel: str = "remaining weights (density)"):
+    """One band per label over a log-scaled density axis; ``curves[label] = (density [n], values [seeds, n])``."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (density, values) in curves.items():
+        band(ax, np.asarray(density), values, label)
+    ax.set_xscale("log")
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%.3g"))
+    ax.invert_xaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def histogram(path: str, counts: dict, *, bins, xlabel: str, title: str) -> None:
+    """Overlaid histograms; ``counts[label]`` is a flat array of values."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in counts.items():
+        ax.hist(np.asarray(values).ravel(), bins=bins, alpha=0.6, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.set_yscale("log")
+    if len(counts) > 1:
+        ax.legend(fontsize=8)
+    save(fig, path)

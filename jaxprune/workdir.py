@@ -1,0 +1,94 @@
+"""What a run writes into its ``--workdir``, written so a crash never leaves a file a rerun would trust.
+
+Layout: ``config.json`` (the full config), ``metrics.jsonl`` (one JSON object per line), ``results.json``
+(written last: its presence means the run finished), ``*.npz`` arrays and ``*.png`` figures. Files are
+written to a temporary name and renamed into place, so each is either absent or complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable
+
+import numpy as np
+
+from jaxprune.errors import ConfigError
+
+RESULTS = "results.json"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Numpy/JAX scalars and arrays → Python numbers and lists (NaN → None, which JSON can hold)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return to_jsonable(np.asarray(obj).tolist())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _atomic_write(path: str, write) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    _atomic_write(path, lambda f: f.write(json.dumps(to_jsonable(obj), indent=2).encode()))
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_jsonl(path: str, records: Iterable[dict]) -> None:
+    """Append one JSON object per line."""
+    with open(path, "a") as f:
+        for record in records:
+            f.write(json.dumps(to_jsonable(record)) + "\n")
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` of named arrays, atomically."""
+    _atomic_write(path, lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def check_writable(workdir: str) -> None:
+    """ConfigError unless ``workdir`` exists as a writable directory or could be created (nothing is created)."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--workdir={workdir}: exists and is not a directory")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not (os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)):
+        raise ConfigError(f"--workdir={workdir}: {parent} is not a writable directory")
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable 'key: old -> new' lines for every key that differs between two config dicts."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines

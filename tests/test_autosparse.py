@@ -1,0 +1,198 @@
+"""Tests of jaxprune.autosparse against written-down definitions (rows, gradients, fits, correlations)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxprune import autosparse, masks
+from jaxprune.errors import ConfigError
+
+ROUNDS = 5
+
+
+class TinyConvNet(nn.Module):
+    """Conv 3x3 (2 -> 4 channels) -> Dense 100 -> 6 -> Dense 6 -> 3; prunable: three kernels."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), padding="VALID")(x))
+        x = nn.relu(nn.Dense(6)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(3)(x)
+
+
+# (fan_in, fan_out, kind) of Conv_0 [3,3,2,4], Dense_0 [64,6], Dense_1 [6,3], in leaf order.
+EXPECTED_LAYERS = [(18, 36, 1.0), (64, 6, 0.0), (6, 3, 0.0)]
+
+
+@pytest.fixture(scope="module")
+def net():
+    model = TinyConvNet()
+    kx, ky, kp = jax.random.split(jax.random.PRNGKey(0), 3)
+    batch = (jax.random.normal(kx, (8, 6, 6, 2)), jax.random.randint(ky, (8,), 0, 3))
+    params = model.init(kp, batch[0])["params"]
+    return (lambda p, x: model.apply({"params": p}, x)), params, batch
+
+
+def planted_survival(params):
+    """survival = (flat index * 7 + layer) % (ROUNDS + 1) on prunable leaves; -1 (must be ignored) elsewhere."""
+    prunable = jax.tree.leaves(masks.prunable(params))
+    leaves, treedef = jax.tree.flatten(params)
+    out, layer = [], 0
+    for p, keep in zip(leaves, prunable):
+        if keep:
+            out.append(((np.arange(p.size) * 7 + layer) % (ROUNDS + 1)).reshape(p.shape).astype(np.int32))
+            layer += 1
+        else:
+            out.append(np.full(p.shape, -1, np.int32))
+    return jax.tree.unflatten(treedef, out)
+
+
+def test_dataset_rows_line_up_with_weights(net, tmp_path):
+    apply_fn, params, batch = net
+    grads = autosparse.init_gradients(apply_fn, params, batch)
+    data = autosparse.build_dataset(params, grads, planted_survival(params), ROUNDS)
+    kernels = [np.asarray(k) for k in masks.prunable_leaves(params, params)]
+    kernel_grads = [np.asarray(g) for g in masks.prunable_leaves(grads, params)]
+    layer, index = np.asarray(data["layer"]), np.asarray(data["index"])
+    assert data["x"].shape == (sum(k.size for k in kernels), 6) and index.dtype == np.int64
+    # Every weight appears once, in layer then flat-index order.
+    np.testing.assert_array_equal(layer, np.repeat(np.arange(3), [k.size for k in kernels]))
+    np.testing.assert_array_equal(index, np.concatenate([np.arange(k.size) for k in kernels]))
+    x = np.asarray(data["x"])
+    planted = ((index * 7 + layer) % (ROUNDS + 1)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(data["y"]), planted / np.float32(ROUNDS))
+    np.testing.assert_array_equal(x[:, 0], [kernels[l].ravel()[i] for l, i in zip(layer, index)])
+    np.testing.assert_array_equal(x[:, 1], [kernel_grads[l].ravel()[i] for l, i in zip(layer, index)])
+    for l, (fan_in, fan_out, kind) in enumerate(EXPECTED_LAYERS):
+        expected = np.array([l / 3, np.log(fan_in), np.log(fan_out), kind], np.float32)
+        np.testing.assert_allclose(x[layer == l, 2:], np.broadcast_to(expected, (np.sum(layer == l), 4)), rtol=1e-6)
+    path = tmp_path / "irp.npz"
+    source = {"model": "tiny", "rounds": ROUNDS, "seeds": [0]}
+    autosparse.save_dataset(str(path), data, source)
+    loaded, loaded_source = autosparse.load_dataset(str(path))
+    assert loaded_source == source
+    for k in ("x", "y", "layer", "index"):
+        assert loaded[k].dtype == np.asarray(data[k]).dtype
+        np.testing.assert_array_equal(loaded[k], np.asarray(data[k]))
+
+
+def test_init_gradients_match_softmax_regression_formula():
+    """For logits = x W: ∂ mean CE / ∂W = xᵀ (softmax(xW) - onehot(y)) / B, in float64."""
+    kx, ky, kw = jax.random.split(jax.random.PRNGKey(1), 3)
+    x, labels = jax.random.normal(kx, (16, 5)), jax.random.randint(ky, (16,), 0, 4)
+    params = {"kernel": jax.random.normal(kw, (5, 4))}
+    grads = autosparse.init_gradients(lambda p, x: x @ p["kernel"], params, (x, labels))
+    xs, w = np.asarray(x, np.float64), np.asarray(params["kernel"], np.float64)
+    logits = xs @ w
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    expected = xs.T @ (probs - np.eye(4)[np.asarray(labels)]) / 16
+    np.testing.assert_allclose(grads["kernel"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_sets_select_columns(net):
+    apply_fn, params, batch = net
+    grads = autosparse.init_gradients(apply_fn, params, batch)
+    kernel, grad = masks.prunable_leaves(params, params)[1], masks.prunable_leaves(grads, params)[1]
+    only_grad = autosparse.features(params, grads, feature_set=("grad",), descriptors=False)[1]
+    grad_param = autosparse.features(params, grads, feature_set=("grad", "param"))[1]
+    only_param = autosparse.features(params, None, feature_set=("param",))[1]
+    np.testing.assert_array_equal(only_grad[..., 0], grad)
+    assert only_grad.shape == (*kernel.shape, 1) and grad_param.shape == only_param.shape[:-1] + (6,)
+    np.testing.assert_array_equal(grad_param[..., :2], jnp.stack([grad, kernel], -1))
+    np.testing.assert_array_equal(only_param[..., 0], kernel)
+    for bad in [(), ("hessian",), ("param", "param")]:
+        with pytest.raises(ConfigError, match="feature_set"):
+            autosparse.features(params, grads, feature_set=bad)
+    with pytest.raises(ConfigError, match="grads=None"):
+        autosparse.features(params, None)
+
+
+def test_features_vmap_over_seeds(net):
+    apply_fn, params, batch = net
+    stacked = jax.tree.map(lambda p: jnp.stack([p, 2 * p]), params)
+    grads = jax.vmap(autosparse.init_gradients, in_axes=(None, 0, None))(apply_fn, stacked, batch)
+    build = jax.jit(jax.vmap(autosparse.build_dataset, in_axes=(0, 0, None, None)), static_argnums=3)
+    data = build(stacked, grads, planted_survival(params), ROUNDS)
+    single = autosparse.build_dataset(
+        jax.tree.map(lambda p: p[1], stacked), jax.tree.map(lambda g: g[1], grads), planted_survival(params), ROUNDS
+    )
+    np.testing.assert_allclose(data["x"][1], single["x"], rtol=1e-6)
+    np.testing.assert_array_equal(data["index"][0], single["index"])
+
+
+def test_window_sampler_draws_only_windows_inside_one_layer():
+    layer = jnp.array([0] * 10 + [1] * 3 + [2] * 7 + [0] * 5, jnp.int32)  # 2 datasets concatenated
+    index = jnp.array(list(range(10)) + list(range(3)) + list(range(7)) + list(range(5)))
+    starts = np.asarray(autosparse.window_sampler(layer, index, 4)(jax.random.PRNGKey(0), 2000))
+    valid = {r for r in range(len(layer) - 3) if len(set(layer[r:r + 4].tolist())) == 1
+             and index[r + 3] - index[r] == 3}
+    assert set(starts.tolist()) == valid  # every valid start drawn, none else (7 + 4 + 2 = 13 of them)
+    counts = np.bincount(starts, minlength=len(layer))[sorted(valid)]
+    assert counts.min() > 2000 / len(valid) / 2  # roughly uniform
+
+
+def synthetic_rows(key, n):
+    """Two 'layers' of rows with features [param, grad]; y = sigmoid(3 |param| - 1)."""
+    x = jax.random.normal(key, (n, 2))
+    half = n // 2
+    return dict(
+        x=x,
+        y=jax.nn.sigmoid(3 * jnp.abs(x[:, 0]) - 1),
+        layer=np.repeat(np.arange(2, dtype=np.int32), [half, n - half]),
+        index=np.concatenate([np.arange(half), np.arange(n - half)]).astype(np.int64),
+    )
+
+
+@pytest.mark.parametrize("kind", autosparse.KINDS)
+def test_predictor_fits_known_function(kind):
+    train, test = synthetic_rows(jax.random.PRNGKey(2), 20000), synthetic_rows(jax.random.PRNGKey(3), 4000)
+    state = autosparse.train_predictor(
+        train, jax.random.PRNGKey(4), kind=kind, hidden=(16, 16), steps=400, batch_size=512,
+        learning_rate=1e-2, feature_set=("param", "grad"), descriptors=False, window=32,
+    )
+    np.testing.assert_allclose(state.mean, train["x"].mean(0), atol=1e-6)
+    mse = float(jnp.mean((autosparse.predict(state, test["x"]) - test["y"]) ** 2))
+    assert mse < 0.1 * float(jnp.var(test["y"])), (kind, mse, float(jnp.var(test["y"])))
+
+
+def test_train_predictor_rejects_bad_config():
+    data = synthetic_rows(jax.random.PRNGKey(0), 100)
+    with pytest.raises(ConfigError, match="kind"):
+        autosparse.train_predictor(data, jax.random.PRNGKey(0), kind="resnet", descriptors=False)
+    with pytest.raises(ConfigError, match="hidden"):
+        autosparse.train_predictor(data, jax.random.PRNGKey(0), hidden=(), descriptors=False)
+    with pytest.raises(ConfigError, match=r"need \[R, 6\]"):
+        autosparse.train_predictor(data, jax.random.PRNGKey(0))
+
+
+def test_load_dataset_rejects_other_files(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, x=np.zeros((2, 2)))
+    with pytest.raises(ConfigError, match="format"):
+        autosparse.load_dataset(str(path))
+
+
+@pytest.mark.parametrize("kind", autosparse.KINDS)
+def test_score_shapes_zeros_and_exact_sparsity(net, kind):
+    apply_fn, params, batch = net
+    grads = autosparse.init_gradients(apply_fn, params, batch)
+    data = autosparse.build_dataset(params, grads, planted_survival(params), ROUNDS)
+    state = autosparse.train_predictor(data, jax.random.PRNGKey(5), kind=kind, hidden=(8,), steps=20, window=16)
+    scores = jax.jit(autosparse.score, static_argnums=1)(state, apply_fn, params, batch, jax.random.PRNGKey(6))
+    assert jax.tree.structure(scores) == jax.tree.structure(params)
+    for s, p, keep in zip(jax.tree.leaves(scores), jax.tree.leaves(params), jax.tree.leaves(masks.prunable(params))):
+        assert s.shape == p.shape
+        if not keep:
+            np.testing.assert_array_equal(s, 0.0)
+    # Prunable scores are the predictor's output on each layer's feature rows.
+    feats = autosparse.features(params, grads)
+    for f, s in zip(feats, masks.prunable_leaves(scores, params)):
+        np.testing.assert_allclose(s, autosparse.predict(state, f.reshape(-1, 6)).reshape(s.shape), rtol=1e-5)
+    n = data["y"].shape[0]
+    for sparsity in (0.5, 0.9, 0.99):
+        mask = masks.from_scores(scores, params, sparsity)
+        assert int(masks.count(mask, params)[0]) == round((1 - sparsity) * n)
+
+

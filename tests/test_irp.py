@@ -1,0 +1,82 @@
+"""IRP: densities per round, survival counts against the mask history, vmapped == per-seed, rewinding."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxprune import irp, masks
+from jaxprune.experiments import common
+from jaxprune.experiments import irp as irp_experiment
+from configs import irp as irp_config
+
+
+def tiny_config(**overrides):
+    c = irp_config.get_config()
+    c.update(dict(dataset="gaussian", labels="teacher", num_examples=256, num_test=128, input_dim=8, num_classes=3,
+                  widths=(24, 16), num_seeds=3, epochs=2, batch_size=32, rounds=4, prune_fraction=0.3))
+    c.update(overrides)
+    return c
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    config = tiny_config()
+    setup = common.setup(config)
+    state, history, init = irp_experiment.run_rounds(config, setup)
+    return config, setup, state, history, init
+
+
+def test_density_after_k_rounds_is_geometric_up_to_rounding(tiny_run):
+    config, _, state, history, init = tiny_run
+    one = jax.tree.map(lambda x: x[0], init["params"])
+    n = masks.count(masks.ones(one), one)[1]
+    for r, m in enumerate(history):
+        np.testing.assert_allclose(m["density"], round((1 - config.prune_fraction) ** r * n) / n, atol=0.5 / n)
+    final = jax.vmap(lambda mk: masks.density(mk, one))(state.mask)
+    np.testing.assert_allclose(final, round(0.7**4 * n) / n, atol=0.5 / n)
+
+
+def test_survival_counts_are_in_range_and_encode_the_final_mask(tiny_run):
+    config, _, state, _, init = tiny_run
+    one = jax.tree.map(lambda x: x[0], init["params"])
+    counts = masks.prunable_leaves(state.survival, one)
+    final = masks.prunable_leaves(state.mask, one)
+    for c, m in zip(counts, final):
+        c, m = np.asarray(c), np.asarray(m)
+        assert c.min() >= 0 and c.max() <= config.rounds
+        np.testing.assert_array_equal(c == config.rounds, m)  # survived every round <=> in the final mask
+    # Number of weights with count >= r equals the kept count after r rounds.
+    flat = np.concatenate([np.asarray(c).reshape(config.num_seeds, -1) for c in counts], axis=1)
+    n = flat.shape[1]
+    for r in range(1, config.rounds + 1):
+        np.testing.assert_array_equal((flat >= r).sum(1), round(0.7**r * n))
+
+
+def test_vmapped_seed_equals_single_seed_run(tiny_run):
+    config, setup, state, _, _ = tiny_run
+    for i in (0, 2):
+        single, _, _ = irp_experiment.run_rounds(config, dataclasses.replace(setup, keys=setup.keys[i:i + 1]))
+        for a, b in zip(jax.tree.leaves(state.mask), jax.tree.leaves(single.mask)):
+            np.testing.assert_array_equal(a[i], b[0])
+        for a, b in zip(jax.tree.leaves(state.survival), jax.tree.leaves(single.survival)):
+            np.testing.assert_array_equal(a[i], b[0])
+
+
+def test_rewind_to_init_keeps_initial_values_and_rewind_step_captures_later_ones(tiny_run):
+    config, setup, state, _, init = tiny_run
+    for a, b in zip(jax.tree.leaves(state.rewind_params), jax.tree.leaves(init["params"])):
+        np.testing.assert_array_equal(a, b)
+    late = tiny_config(rewind_step=5, rounds=1)
+    state5, _, init5 = irp_experiment.run_rounds(late, setup)
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state5.rewind_params),
+                                                      jax.tree.leaves(init5["params"]))]
+    assert all(moved)
+
+
+def test_magnitude_prune_removes_the_smallest_surviving_weights():
+    params = {"d": {"kernel": jnp.array([[0.5, -3.0, 0.1], [2.0, -0.2, 1.0]])}}
+    mask = {"d": {"kernel": jnp.array([[True, True, True], [False, True, True]])}}
+    new = irp.magnitude_prune(params, mask, density=0.5)  # keep 3 of 6 among the 5 alive: -3, 1.0, 0.5
+    np.testing.assert_array_equal(new["d"]["kernel"], [[True, True, False], [False, False, True]])

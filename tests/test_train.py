@@ -1,0 +1,125 @@
+"""Masked training: pruned weights stay exactly zero, evaluation is exact, divergence is caught per seed."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxprune import masks, train
+
+
+class TinyMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Dense(16)(x))
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        return nn.Dense(3)(x)
+
+
+def toy_data(n=96, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
+    return train.Data(jnp.asarray(x), jnp.asarray(y))
+
+
+def setup(optimizer, weight_decay=5e-4):
+    model = TinyMLP()
+    data = toy_data()
+    params, batch_stats = train.init_variables(model, jax.random.key(0), data.x[0])
+    tx = train.make_optimizer(optimizer, 1e-2, total_steps=100, weight_decay=weight_decay)
+    mask = masks.from_scores(jax.tree.map(lambda p: jax.random.normal(jax.random.key(1), p.shape), params), params, 0.7)
+    return model, data, params, batch_stats, tx, mask
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_pruned_weights_stay_exactly_zero_through_training(optimizer):
+    model, data, params, batch_stats, tx, mask = setup(optimizer)
+    state = train.init_state(masks.apply(params, mask), batch_stats, tx)
+    state, metrics, _ = jax.jit(
+        lambda s: train.train(s, mask, data, jax.random.key(2), model=model, tx=tx, epochs=25, batch_size=16)
+    )(state)
+    for p, m in zip(masks.prunable_leaves(state.params, params), masks.prunable_leaves(mask, params)):
+        assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0)
+        assert np.count_nonzero(np.asarray(p)[np.asarray(m)]) == int(m.sum())  # survivors moved, not frozen
+    assert metrics["loss"][-1] < metrics["loss"][0]  # it learns despite the mask
+    assert int(state.step) == 25 * (96 // 16)
+    assert int(state.failed_step) == -1
+
+
+def test_sgd_without_masking_updates_would_revive_weights():
+    """The control for the test above: weight decay + momentum move a zeroed weight unless updates are masked."""
+    model, data, params, batch_stats, _, mask = setup("sgd")
+    tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(1e-2, momentum=0.9))
+    zeroed = masks.apply(params, mask)
+
+    @jax.jit
+    def unmasked_step(p):
+        grads = jax.grad(lambda p: jnp.mean(train.loss_and_accuracy(
+            train.apply_model(model, p, batch_stats, data.x, train=True)[0], data.y)[0]))(p)
+        updates, _ = tx.update(grads, tx.init(p), p)
+        return optax.apply_updates(p, updates)
+
+    revived = unmasked_step(zeroed)
+    assert any(np.any(np.asarray(p)[~np.asarray(m)] != 0) for p, m in
+               zip(masks.prunable_leaves(revived, params), masks.prunable_leaves(mask, params)))
+
+
+def test_evaluate_matches_direct_computation_with_padding():
+    model, data, params, batch_stats, _, _ = setup("sgd")
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, data.x, train=False)
+    expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, data.y).mean()
+    expected_acc = (logits.argmax(-1) == data.y).mean()
+    out = train.evaluate(params, batch_stats, data, model=model, batch_size=40)  # 96 = 40 + 40 + 16 (padded)
+    np.testing.assert_allclose(out["loss"], expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(out["accuracy"], expected_acc, rtol=1e-6)
+
+
+def test_regression_loss_is_half_squared_error():
+    logits = jnp.array([[1.0], [3.0]])
+    loss, acc = train.loss_and_accuracy(logits, jnp.array([0.0, 1.0]))
+    np.testing.assert_allclose(loss, [0.5, 2.0])
+    assert float(acc.sum()) == 0.0
+
+
+def test_capture_step_records_params_after_that_many_updates():
+    model, data, params, batch_stats, tx, mask = setup("sgd")
+    state = train.init_state(masks.apply(params, mask), batch_stats, tx)
+    run = lambda epochs, capture: train.train(state, mask, data, jax.random.key(2), model=model, tx=tx,  # noqa: E731
+                                             epochs=epochs, batch_size=16, capture_step=capture)
+    _, _, (captured, _) = jax.jit(lambda: run(2, 7))()
+    # Reference: epoch 0 has 6 steps, so 7 updates = all of epoch 0 plus the first step of epoch 1.
+    s = state
+    step = jax.jit(lambda s, x, y: train.train_step(s, mask, x, y, model=model, tx=tx)[0])
+    for e in range(2):
+        order = jax.random.permutation(jax.random.fold_in(jax.random.key(2), e), 96)
+        for i in range(6):
+            if int(s.step) == 7:
+                break
+            idx = order[i * 16:(i + 1) * 16]
+            s = step(s, data.x[idx], data.y[idx])
+    for a, b in zip(jax.tree.leaves(captured), jax.tree.leaves(s.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_loss_marks_the_seed_and_freezes_it_without_touching_others():
+    model, data, params, batch_stats, tx, mask = setup("sgd", weight_decay=0.0)
+    bad = jax.tree.map(lambda p: p, params)
+    bad["Dense_1"]["kernel"] = bad["Dense_1"]["kernel"].at[0, 0].set(jnp.inf)  # inf logits -> NaN loss
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, bad)
+    states = jax.vmap(lambda p: train.init_state(p, batch_stats, tx))(stacked)
+    out, _, _ = jax.jit(jax.vmap(lambda s: train.train(s, masks.ones(params), data, jax.random.key(0),
+                                                       model=model, tx=tx, epochs=2, batch_size=16)))(states)
+    np.testing.assert_array_equal(out.failed_step, [-1, 0])
+    assert all(np.all(np.isfinite(np.asarray(x[0]))) for x in jax.tree.leaves(out.params))
+    # The failed seed's weights are frozen at their last healthy values (its initial ones here).
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(stacked)):
+        np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+
+
+def test_unknown_optimizer_and_schedule_raise():
+    with pytest.raises(ValueError, match="optimizer"):
+        train.make_optimizer("rmsprop", 0.1, total_steps=10)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.make_optimizer("sgd", 0.1, total_steps=10, schedule="linear")
