@@ -51,6 +51,48 @@ def base() -> ml_collections.ConfigDict:
     return c
 
 
+def add_pruning_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Keys of experiments that build masks with several methods (see jaxprune/experiments/masking.py)."""
+    c.scope = "global"  # one threshold over all prunable weights ('global') or one per layer ('layerwise')
+    c.allocation = "uniform"  # layerwise densities: 'uniform' or 'erk'
+    c.pai_batches = 1  # batches of batch_size examples SNIP/GraSP score on
+    c.synflow_rounds = 100  # iterative SynFlow rounds (exponential schedule)
+    c.grasp_temperature = 200.0
+    c.prune_fraction = 0.2  # IMP: fraction of surviving weights pruned per round
+    c.rewind_step = 0  # IMP: rewind to initialization (0) or to the weights after this many steps
+    return c
+
+
+def validate_pruning(config) -> None:
+    """Check the keys :func:`add_pruning_keys` adds."""
+    from jaxprune import masks  # local: keep `import jaxprune.config` light for config files
+
+    check_choice(config, "scope", masks.SCOPES)
+    check_choice(config, "allocation", masks.ALLOCATIONS)
+    check_positive_int(config, "pai_batches")
+    check_positive_int(config, "synflow_rounds")
+    check_positive_int(config, "rewind_step", minimum=0)
+    check_fraction(config, "prune_fraction")
+    _check(config.prune_fraction > 0, f"config.prune_fraction={config.prune_fraction!r}: must be in (0, 1)")
+    _check(config.grasp_temperature > 0, f"config.grasp_temperature={config.grasp_temperature!r}: must be > 0")
+
+
+def check_sparsities(config, key: str = "sparsities") -> None:
+    """``config[key]`` must be a non-empty sequence of distinct numbers in [0, 1)."""
+    values = config[key]
+    _check(isinstance(values, (list, tuple)) and len(values) > 0 and len(set(values)) == len(values)
+           and all(isinstance(v, (int, float)) and 0.0 <= v < 1.0 for v in values),
+           f"config.{key}={values!r}: must be a non-empty tuple of distinct sparsities in [0, 1)")
+
+
+def check_methods(config, allowed, key: str = "methods") -> None:
+    """``config[key]`` must be a non-empty sequence of distinct names from ``allowed``."""
+    values = config[key]
+    _check(isinstance(values, (list, tuple)) and len(values) > 0 and len(set(values)) == len(values)
+           and all(v in allowed for v in values),
+           f"config.{key}={values!r}: must be a non-empty tuple of distinct names from {', '.join(allowed)}")
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)

@@ -17,6 +17,7 @@ so rounds can be checkpointed and the seed axis sharded without rewriting anythi
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax
@@ -62,6 +63,21 @@ def density_after(rounds, prune_fraction: float):
     return (1.0 - prune_fraction) ** rounds
 
 
+def schedule(prune_fraction: float, rounds: int = 0, targets=()) -> list[float]:
+    """Densities reached after each round, decreasing.
+
+    Without ``targets``: (1 − f)^1, …, (1 − f)^rounds. With target densities (1 − sparsity for the sparsities an
+    experiment compares at): the geometric steps (1 − f)^k above the smallest target, merged with every target
+    below 1, so an IMP run passes through each target exactly and stops at the smallest.
+    """
+    if not targets:
+        return [density_after(r, prune_fraction) for r in range(1, rounds + 1)]
+    lowest = min(targets)
+    steps = math.ceil(math.log(lowest) / math.log(1.0 - prune_fraction))
+    geometric = {density_after(k, prune_fraction) for k in range(1, steps)} - {1.0}
+    return sorted({d for d in geometric if d > lowest} | {float(t) for t in targets if t < 1.0}, reverse=True)
+
+
 def magnitude_prune(params: PyTree, mask: PyTree, density, scope: masks.Scope = "global") -> PyTree:
     """Keep the largest-|θ| surviving prunable weights at ``density`` of all prunable weights."""
     scores = masks.restrict(jax.tree.map(jnp.abs, params), mask)
@@ -72,17 +88,19 @@ def round_step(
     state: IRPState,
     train_data: train.Data,
     test_data: train.Data,
+    next_density,
     *,
     model,
     tx,
     epochs: int,
     batch_size: int,
-    prune_fraction: float,
     scope: masks.Scope = "global",
     capture_step: int | None = None,
 ) -> tuple[IRPState, dict]:
-    """One IRP round (rewind → train → evaluate → prune) for one seed.
+    """One IRP round (rewind → train → evaluate → prune to ``next_density``) for one seed.
 
+    ``next_density`` is the fraction of prunable weights kept after this round's pruning — (1 − f)^(r+1) for
+    plain IRP, see :func:`schedule` — and may be traced, so one compiled round serves every round.
     ``capture_step`` (round 0 only) makes the rewind point the weights after that many steps of this
     round's training instead of the initialization. Returns the new state and this round's metrics: the
     density trained at, per-epoch train loss/accuracy, and test loss/accuracy of the trained sparse net.
@@ -94,7 +112,7 @@ def round_step(
         epochs=epochs, batch_size=batch_size, capture_step=capture_step,
     )
     test = train.evaluate(trained.params, trained.batch_stats, test_data, model=model)
-    new_mask = magnitude_prune(trained.params, state.mask, density_after(state.round + 1, prune_fraction), scope)
+    new_mask = magnitude_prune(trained.params, state.mask, next_density, scope)
     rewind_params, rewind_batch_stats = captured if captured is not None else (
         state.rewind_params, state.rewind_batch_stats)
     newly_failed = (state.failed_round < 0) & (trained.failed_step >= 0)

@@ -24,13 +24,13 @@ def tiny_config(**overrides):
 def tiny_run():
     config = tiny_config()
     setup = common.setup(config)
-    state, history, init = irp_experiment.run_rounds(config, setup)
+    state, history, init = irp_experiment.run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds))
     return config, setup, state, history, init
 
 
 def test_density_after_k_rounds_is_geometric_up_to_rounding(tiny_run):
     config, _, state, history, init = tiny_run
-    one = jax.tree.map(lambda x: x[0], init["params"])
+    one = jax.tree.map(lambda x: x[0], init["seeds"].params)
     n = masks.count(masks.ones(one), one)[1]
     for r, m in enumerate(history):
         np.testing.assert_allclose(m["density"], round((1 - config.prune_fraction) ** r * n) / n, atol=0.5 / n)
@@ -40,7 +40,7 @@ def test_density_after_k_rounds_is_geometric_up_to_rounding(tiny_run):
 
 def test_survival_counts_are_in_range_and_encode_the_final_mask(tiny_run):
     config, _, state, _, init = tiny_run
-    one = jax.tree.map(lambda x: x[0], init["params"])
+    one = jax.tree.map(lambda x: x[0], init["seeds"].params)
     counts = masks.prunable_leaves(state.survival, one)
     final = masks.prunable_leaves(state.mask, one)
     for c, m in zip(counts, final):
@@ -57,7 +57,8 @@ def test_survival_counts_are_in_range_and_encode_the_final_mask(tiny_run):
 def test_vmapped_seed_equals_single_seed_run(tiny_run):
     config, setup, state, _, _ = tiny_run
     for i in (0, 2):
-        single, _, _ = irp_experiment.run_rounds(config, dataclasses.replace(setup, keys=setup.keys[i:i + 1]))
+        single, _, _ = irp_experiment.run_rounds(
+            config, dataclasses.replace(setup, keys=setup.keys[i:i + 1]), irp.schedule(config.prune_fraction, config.rounds))
         for a, b in zip(jax.tree.leaves(state.mask), jax.tree.leaves(single.mask)):
             np.testing.assert_array_equal(a[i], b[0])
         for a, b in zip(jax.tree.leaves(state.survival), jax.tree.leaves(single.survival)):
@@ -66,12 +67,12 @@ def test_vmapped_seed_equals_single_seed_run(tiny_run):
 
 def test_rewind_to_init_keeps_initial_values_and_rewind_step_captures_later_ones(tiny_run):
     config, setup, state, _, init = tiny_run
-    for a, b in zip(jax.tree.leaves(state.rewind_params), jax.tree.leaves(init["params"])):
+    for a, b in zip(jax.tree.leaves(state.rewind_params), jax.tree.leaves(init["seeds"].params)):
         np.testing.assert_array_equal(a, b)
     late = tiny_config(rewind_step=5, rounds=1)
-    state5, _, init5 = irp_experiment.run_rounds(late, setup)
+    state5, _, init5 = irp_experiment.run_rounds(late, setup, irp.schedule(0.3, 1))
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state5.rewind_params),
-                                                      jax.tree.leaves(init5["params"]))]
+                                                      jax.tree.leaves(init5["seeds"].params))]
     assert all(moved)
 
 
@@ -80,3 +81,10 @@ def test_magnitude_prune_removes_the_smallest_surviving_weights():
     mask = {"d": {"kernel": jnp.array([[True, True, True], [False, True, True]])}}
     new = irp.magnitude_prune(params, mask, density=0.5)  # keep 3 of 6 among the 5 alive: -3, 1.0, 0.5
     np.testing.assert_array_equal(new["d"]["kernel"], [[True, True, False], [False, False, True]])
+
+
+def test_schedule_passes_through_every_target_and_stops_at_the_smallest():
+    assert irp.schedule(0.5, 3) == [0.5, 0.25, 0.125]
+    d = irp.schedule(0.5, targets=[0.3, 0.1])
+    assert d == [0.5, 0.3, 0.25, 0.125, 0.1]
+    assert all(a > b for a, b in zip(d, d[1:]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -71,9 +72,21 @@ def setup(config, dataset: data.Dataset | None = None) -> Setup:
     )
 
 
-def init_variables(model: nn.Module, init_keys: jax.Array, x_example) -> tuple:
-    """(params, batch_stats) for every seed, stacked on a leading seed axis, in one jitted call."""
-    return jax.jit(jax.vmap(lambda k: train.init_variables(model, k, x_example)))(init_keys)
+class Seeds(NamedTuple):
+    """Every seed's initial weights and keys, stacked on a leading seed axis and sharded over the mesh."""
+
+    params: Any
+    batch_stats: Any
+    init_keys: jax.Array
+    order_keys: jax.Array  # data order of training runs
+
+
+def init_seeds(setup: Setup) -> Seeds:
+    """Initialize every seed's model in one jitted vmapped call; the same weights for every method."""
+    init_keys, order_keys = init_and_data_keys(setup.keys)
+    x_example = setup.train_data.x[0]
+    params, batch_stats = jax.jit(jax.vmap(lambda k: train.init_variables(setup.model, k, x_example)))(init_keys)
+    return Seeds(*setup.shard((params, batch_stats, init_keys, order_keys)))
 
 
 class Progress:

@@ -39,35 +39,40 @@ def check_rewind_step(config, steps_per_epoch: int) -> None:
 
 
 def make_round_fn(config, setup: common.Setup, tx, capture_step: int | None):
-    """jit(vmap(round_step)) over the seed axis of the IRP state; the data are shared by all seeds."""
+    """jit(vmap(round_step)) over the seed axis of the IRP state; data and next density are shared."""
     step = functools.partial(
         irp.round_step, model=setup.model, tx=tx, epochs=config.epochs, batch_size=config.batch_size,
-        prune_fraction=config.prune_fraction, scope=config.scope, capture_step=capture_step,
+        scope=config.scope, capture_step=capture_step,
     )
-    return jax.jit(jax.vmap(step, in_axes=(0, None, None)))
+    return jax.jit(jax.vmap(lambda state, tr, te, d: step(state, tr, te, d), in_axes=(0, None, None, None)))
 
 
-def run_rounds(config, setup: common.Setup, log=None) -> tuple[irp.IRPState, list[dict], dict]:
-    """Run all IRP rounds for all seeds. Returns the final state (seed axis leading), per-round metrics
-    (host numpy) and the initial (params, batch_stats) of every seed."""
+def run_rounds(config, setup: common.Setup, densities, log=None, record=()) -> tuple[irp.IRPState, list[dict], dict]:
+    """IRP for all seeds: round r trains at the previous density and prunes to ``densities[r]``.
+
+    Returns the final state (seed axis leading, on the mesh), per-round metrics (host numpy), and a dict with the
+    :class:`~jaxprune.experiments.common.Seeds` under ``seeds`` and, under ``masks``, the stacked masks reached
+    at each density listed in ``record`` (IMP masks for other experiments).
+    """
     spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
     check_rewind_step(config, spe)
     tx = train.optimizer_from_config(config, spe)
-    init_keys, order_keys = common.init_and_data_keys(setup.keys)
-    params, batch_stats = common.init_variables(setup.model, init_keys, setup.train_data.x[0])
-    state = setup.shard(jax.vmap(irp.init)(params, batch_stats, order_keys))
+    seeds = common.init_seeds(setup)
+    state = jax.jit(jax.vmap(irp.init))(seeds.params, seeds.batch_stats, seeds.order_keys)
     first = make_round_fn(config, setup, tx, config.rewind_step if config.rewind_step > 0 else None)
     later = make_round_fn(config, setup, tx, None) if config.rewind_step > 0 else first
-    history = []
-    for r in range(config.rounds):
-        state, metrics = (first if r == 0 else later)(state, setup.train_data, setup.test_data)
+    history, recorded = [], {}
+    for r, density in enumerate(densities):
+        state, metrics = (first if r == 0 else later)(state, setup.train_data, setup.test_data, density)
         metrics = parallel.to_host(metrics)
         history.append(metrics)
+        if density in record:
+            recorded[density] = state.mask
         if log:
-            log(f"round {r + 1}/{config.rounds}  density {float(np.mean(metrics['density'])):.4f}  "
+            log(f"round {r + 1}/{len(densities)}  density {float(np.mean(metrics['density'])):.4f}  "
                 f"test acc {common.mean_std(metrics['test_accuracy'])}  "
                 f"train acc {common.mean_std(metrics['train_accuracy'][:, -1])}")
-    return state, history, {"params": params, "batch_stats": batch_stats}
+    return state, history, {"seeds": seeds, "masks": recorded}
 
 
 def survival_arrays(state: irp.IRPState, params_like) -> dict[str, np.ndarray]:
@@ -105,7 +110,7 @@ def run(config, workdir: str) -> dict:
     setup = common.setup(config)
     log(f"{config.num_seeds} seeds x {config.rounds} rounds, model {config.model}, dataset {config.dataset} "
         f"({len(setup.dataset.y_train)} train / {len(setup.dataset.y_test)} test), {config.epochs} epochs/round")
-    state, history, _ = run_rounds(config, setup, log)
+    state, history, _ = run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds), log)
     state = parallel.to_host(state)
     failed = failed_seeds(state)
     ok = np.ones(config.num_seeds, bool)

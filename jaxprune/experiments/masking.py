@@ -1,0 +1,117 @@
+"""Masks of every pruning method for all seeds at once, and training of the masked networks.
+
+Shared by the experiments that compare methods at equal sparsity (pai, memorization, noise correlation, MI,
+AutoSparse). Every function takes the stacked per-seed initial weights (seed axis leading) and returns stacked
+masks, so "the masks of one method for all seeds" is one jitted, vmapped call.
+
+Methods:
+- at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``; SNIP and
+  GraSP score on ``config.pai_batches`` batches drawn from the training set with each seed's own key;
+- after training: ``magnitude_after`` (train the dense net, keep the largest |θ_T|, rewind to θ_0) and ``imp``
+  (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import irp, masks, pai, parallel, train
+from jaxprune.experiments import common
+from jaxprune.experiments import irp as irp_experiment
+
+AFTER_TRAINING = ("imp", "magnitude_after")
+METHODS = pai.METHODS + AFTER_TRAINING
+
+
+def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_size: int) -> tuple:
+    """``num_batches`` disjoint random batches (x [B, batch, ...], y [B, batch]) drawn without replacement."""
+    idx = jax.random.permutation(key, data.x.shape[0])[: num_batches * batch_size].reshape(num_batches, batch_size)
+    return data.x[idx], data.y[idx]
+
+
+def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities) -> dict:
+    """{sparsity: stacked masks} of a PaI method, one compiled vmapped call over seeds per sparsity.
+
+    ``keys`` [num_seeds] drive both the scoring batches and the method's own randomness (random scores).
+    """
+    rounds = config.synflow_rounds if method == "synflow" else 1
+
+    def one_seed(p, bs, key, sparsity):
+        batch_key, score_key = jax.random.split(key)
+        batches = scoring_batches(setup.train_data, batch_key, config.pai_batches, config.batch_size)
+        return pai.prune(method, train.apply_fn_for(setup.model, bs), p, batches, score_key, sparsity,
+                         scope=config.scope, allocation=config.allocation, rounds=rounds,
+                         temperature=config.grasp_temperature)
+
+    prune_all = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
+    return {s: prune_all(params, batch_stats, keys, jnp.float32(s)) for s in sparsities}
+
+
+def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
+    """Train every seed's dense network for ``config.epochs``; returns the stacked final TrainStates."""
+    spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
+    tx = train.optimizer_from_config(config, spe)
+
+    def one_seed(p, bs, key):
+        state = train.init_state(p, bs, tx)
+        return train.train(state, masks.ones(p), setup.train_data, key, model=setup.model, tx=tx,
+                           epochs=config.epochs, batch_size=config.batch_size)[0]
+
+    return jax.jit(jax.vmap(one_seed))(params, batch_stats, order_keys)
+
+
+def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, order_keys, sparsities) -> dict:
+    """{sparsity: stacked masks} keeping the largest |θ_T| of the trained dense nets (one-shot, ``config.scope``)."""
+    trained = train_dense(config, setup, params, batch_stats, order_keys).params
+    prune_all = jax.jit(jax.vmap(
+        lambda p, s: masks.from_scores(jax.tree.map(jnp.abs, p), p, s, config.scope), in_axes=(0, None)))
+    return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
+
+
+def imp_masks(config, setup: common.Setup, sparsities, log=None) -> dict:
+    """{sparsity: stacked masks} of iterative magnitude pruning with rewinding (``config.prune_fraction`` per
+    round, ``config.rewind_step``), one IRP run passing through every target sparsity."""
+    targets = [1.0 - s for s in sparsities]
+    densities = irp.schedule(config.prune_fraction, targets=[t for t in targets if t < 1.0])
+    _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities))
+    dense = jax.vmap(masks.ones)(out["seeds"].params)
+    return {s: out["masks"].get(1.0 - s, dense) for s in sparsities}
+
+
+def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, sparsities, log=None) -> dict:
+    """{sparsity: stacked masks} for any method in :data:`METHODS`, from the seeds' initial weights."""
+    params, batch_stats, init_keys, order_keys = seeds
+    if method == "imp":
+        return imp_masks(config, setup, sparsities, log)
+    if method == "magnitude_after":
+        return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
+    method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
+    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities)
+
+
+def train_masked(config, setup: common.Setup, seeds: common.Seeds, stacked_masks) -> dict:
+    """Train every seed's masked network from its (rewound) initial weights; evaluate on train and test.
+
+    Returns host arrays per seed: ``test_accuracy``, ``train_accuracy`` (full training set, inference mode),
+    ``test_loss``, ``train_loss``, ``failed_step`` (-1 if the loss stayed finite) and the per-epoch
+    ``epoch_loss``/``epoch_accuracy`` [num_seeds, epochs].
+    """
+    spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
+    tx = train.optimizer_from_config(config, spe)
+
+    def one_seed(p, bs, m, key):
+        state = train.init_state(masks.apply(p, m), bs, tx)
+        state, epochs, _ = train.train(state, m, setup.train_data, key, model=setup.model, tx=tx,
+                                       epochs=config.epochs, batch_size=config.batch_size)
+        evaluate = functools.partial(train.evaluate, state.params, state.batch_stats, model=setup.model,
+                                     batch_size=config.eval_batch_size)
+        test, fit = evaluate(setup.test_data), evaluate(setup.train_data)
+        return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_accuracy": fit["accuracy"],
+                "train_loss": fit["loss"], "failed_step": state.failed_step,
+                "epoch_loss": epochs["loss"], "epoch_accuracy": epochs["accuracy"]}
+
+    out = jax.jit(jax.vmap(one_seed))(seeds.params, seeds.batch_stats, stacked_masks, seeds.order_keys)
+    return jax.tree.map(np.asarray, parallel.to_host(out))
