@@ -9,6 +9,7 @@ config is refused with the keys that differ.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from absl import app, flags, logging
@@ -70,7 +71,8 @@ def check_workdir(workdir: str, config_dict: dict, overwrite: bool) -> bool:
 
 
 def clear_outputs(workdir: str) -> None:
-    """Remove the files a previous run wrote into ``workdir`` (for ``--config.overwrite``)."""
+    """Remove the files and checkpoints a previous run wrote into ``workdir`` (for ``--config.overwrite``)."""
+    shutil.rmtree(os.path.join(workdir, wd.CHECKPOINTS), ignore_errors=True)
     for name in os.listdir(workdir):
         path = os.path.join(workdir, name)
         if os.path.isfile(path) and (name in (wd.CONFIG, wd.RESULTS, wd.METRICS) or name.endswith((".npz", ".png"))):

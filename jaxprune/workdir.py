@@ -16,6 +16,7 @@ import numpy as np
 from jaxprune.errors import ConfigError
 
 RESULTS = "results.json"
+CHECKPOINTS = "checkpoints"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 
@@ -56,6 +57,12 @@ def write_json(path: str, obj: Any) -> None:
 def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def write_jsonl(path: str, records: Iterable[dict]) -> None:
+    """Write one JSON object per line, atomically (a rerun after a crash never duplicates lines)."""
+    text = "".join(json.dumps(to_jsonable(record)) + "\n" for record in records)
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def append_jsonl(path: str, records: Iterable[dict]) -> None:

@@ -88,3 +88,20 @@ def test_schedule_passes_through_every_target_and_stops_at_the_smallest():
     d = irp.schedule(0.5, targets=[0.3, 0.1])
     assert d == [0.5, 0.3, 0.25, 0.125, 0.1]
     assert all(a > b for a, b in zip(d, d[1:]))
+
+
+def test_a_diverging_seed_is_recorded_and_excluded_from_means(tmp_path, monkeypatch):
+    config = tiny_config(num_seeds=2, rounds=2)
+    real_init = common.init_seeds
+
+    def init_with_broken_seed_1(setup):
+        seeds = real_init(setup)
+        kernel = seeds.params["Dense_2"]["kernel"]
+        params = {**seeds.params, "Dense_2": {**seeds.params["Dense_2"], "kernel": kernel.at[1, 0, 0].set(jnp.inf)}}
+        return seeds._replace(params=params)
+
+    monkeypatch.setattr(common, "init_seeds", init_with_broken_seed_1)
+    results = irp_experiment.run(config, str(tmp_path))
+    assert results["failed_seeds"] == [{"seed": 1, "round": 0, "step": 0}]
+    assert results["num_seeds_in_means"] == 1
+    np.testing.assert_allclose(results["mean_test_accuracy"], np.asarray(results["test_accuracy"])[0])

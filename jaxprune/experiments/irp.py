@@ -12,7 +12,7 @@ import os
 import jax
 import numpy as np
 
-from jaxprune import irp, masks, parallel, plotting, stats, train, workdir as wd
+from jaxprune import checkpoint, irp, masks, parallel, plotting, stats, train, workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_positive_int
 from jaxprune.errors import AllSeedsFailed, ConfigError
 from jaxprune.experiments import common
@@ -47,8 +47,13 @@ def make_round_fn(config, setup: common.Setup, tx, capture_step: int | None):
     return jax.jit(jax.vmap(lambda state, tr, te, d: step(state, tr, te, d), in_axes=(0, None, None, None)))
 
 
-def run_rounds(config, setup: common.Setup, densities, log=None, record=()) -> tuple[irp.IRPState, list[dict], dict]:
+def run_rounds(
+    config, setup: common.Setup, densities, log=None, record=(), checkpoint_dir: str | None = None
+) -> tuple[irp.IRPState, list[dict], dict]:
     """IRP for all seeds: round r trains at the previous density and prunes to ``densities[r]``.
+
+    With ``checkpoint_dir``, the state and metrics are checkpointed after every round and a rerun resumes
+    after the latest complete round, producing exactly what an uninterrupted run would have.
 
     Returns the final state (seed axis leading, on the mesh), per-round metrics (host numpy), and a dict with the
     :class:`~jaxprune.experiments.common.Seeds` under ``seeds`` and, under ``masks``, the stacked masks reached
@@ -61,11 +66,20 @@ def run_rounds(config, setup: common.Setup, densities, log=None, record=()) -> t
     state = jax.jit(jax.vmap(irp.init))(seeds.params, seeds.batch_stats, seeds.order_keys)
     first = make_round_fn(config, setup, tx, config.rewind_step if config.rewind_step > 0 else None)
     later = make_round_fn(config, setup, tx, None) if config.rewind_step > 0 else first
-    history, recorded = [], {}
-    for r, density in enumerate(densities):
+    history, recorded, start = [], {}, 0
+    checkpointer = checkpoint.RoundCheckpointer(checkpoint_dir) if checkpoint_dir else None
+    if checkpointer and checkpointer.latest() is not None:
+        start = checkpointer.latest()
+        state, saved = checkpointer.restore(start, state)
+        history = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in saved]
+        if log:
+            log(f"resumed from the checkpoint after round {start} in {checkpoint_dir}")
+    for r, density in enumerate(densities[start:], start=start):
         state, metrics = (first if r == 0 else later)(state, setup.train_data, setup.test_data, density)
-        metrics = parallel.to_host(metrics)
+        metrics = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics).items()}
         history.append(metrics)
+        if checkpointer:
+            checkpointer.save(r + 1, state, history)
         if density in record:
             recorded[density] = state.mask
         if log:
@@ -110,7 +124,8 @@ def run(config, workdir: str) -> dict:
     setup = common.setup(config)
     log(f"{config.num_seeds} seeds x {config.rounds} rounds, model {config.model}, dataset {config.dataset} "
         f"({len(setup.dataset.y_train)} train / {len(setup.dataset.y_test)} test), {config.epochs} epochs/round")
-    state, history, _ = run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds), log)
+    state, history, _ = run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds), log,
+                                   checkpoint_dir=os.path.join(workdir, wd.CHECKPOINTS))
     state = parallel.to_host(state)
     failed = failed_seeds(state)
     ok = np.ones(config.num_seeds, bool)
@@ -136,7 +151,7 @@ def run(config, workdir: str) -> dict:
         "num_seeds_in_means": int(ok.sum()),
     }
     if parallel.is_primary():
-        wd.append_jsonl(os.path.join(workdir, wd.METRICS), metric_records(history))
+        wd.write_jsonl(os.path.join(workdir, wd.METRICS), metric_records(history))
         wd.save_npz(os.path.join(workdir, "survival.npz"), survival)
         plotting.lines_vs_density(
             os.path.join(workdir, "accuracy_vs_density.png"),
