@@ -367,3 +367,33 @@ def noise_bits_bound(
         jax.random.key(0) if key is None else key, num_folds=num_folds, num_permutations=num_permutations,
         confidence=confidence, penalties=penalties, num_steps=num_steps, learning_rate=learning_rate,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Conditioning on the initialization, and the effective parameter count.
+
+
+def seed_confidence(confidence: float, num_seeds: int) -> float:
+    """Per-seed level 1 - (1 - confidence) / S: S such intervals hold together with prob >= confidence."""
+    return 1.0 - (1.0 - confidence) / num_seeds
+
+
+def conditional(per_seed: list[MIResult]) -> MIResult:
+    """I(M; D | W) = (1/S) Σ_s I(M; D | W = w_s) from one estimate per initialization w_s, in bits.
+
+    ``bits``, ``lower``, ``upper`` and each ``null_bits[p]`` are means over seeds. If every per-seed interval
+    was computed at level :func:`seed_confidence` (confidence, S), all S hold together with probability >=
+    confidence (union bound), and on that event the means of their ends bracket the mean of the truths.
+    """
+    if not per_seed:
+        raise ConfigError("conditional: needs at least one per-seed estimate")
+    mean = lambda field: float(np.mean([getattr(r, field) for r in per_seed]))  # noqa: E731
+    return MIResult(
+        mean("bits"), mean("lower"), mean("upper"), np.mean([r.null_bits for r in per_seed], axis=0),
+        "+".join(sorted({r.method for r in per_seed})),
+    )
+
+
+def p_eff(expected_kept: float, bits: float) -> float:
+    """No Free Prune's effective parameter count E||m||_0 + I(m; D) with I in nats (= bits · ln 2)."""
+    return float(expected_kept + bits * np.log(2.0))

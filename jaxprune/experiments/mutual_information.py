@@ -1,0 +1,307 @@
+"""Experiment ``mutual_information``: I(m; D) between pruning masks and the data, and No Free Prune's p_eff.
+
+Design (what is estimated, and why it is sound). No Free Prune's p_eff = E||m||_0 + I(m; D) concerns the mask
+m of a FIXED initialization W, so the target is I(M; D | W) = E_W I(M; D | W = w). For each init seed s:
+
+* dataset draws D_1..D_K share the training inputs; draw k redraws a ``draw_noise`` fraction of the training
+  labels uniformly (:func:`jaxprune.data.corrupt_labels`, its own key), so with ``draw_noise = 1`` the whole
+  dataset randomness is the label noise;
+* each (W_s, D_k) gets R masks from the method's own randomness ξ (data order for IMP and training,
+  scoring-batch choice for SNIP/GraSP, scores for random; magnitude and SynFlow have none, so their R masks
+  coincide), ξ independent for every (k, r, s);
+* ``mi.estimate`` gets the K·R masks of seed s with label k: the pairs (M, k) are i.i.d. from the joint law,
+  and it estimates I(M; k | W = w_s, D_1..D_K). As M depends on (k, D_1..D_K) only through D_k,
+  E_{D_1..D_K} I(M; k | W, D_1..D_K) <= I(M; D | W): a lower bound on the paper's quantity, capped at log2 K;
+* per-seed estimates are averaged into I(M; D | W) (:func:`jaxprune.mi.conditional`), each at the Bonferroni
+  level so the averaged interval has the stated confidence. Pooling seeds under one label would measure
+  I(M; D, W) - I(M; W) only with the conditioning done right; averaging does it right by construction.
+
+A data-independent method (random, magnitude, SynFlow) has M ⊥ D given W: its true MI is 0.
+
+Masks M[k, r, s, stage] come from one jitted call per method, vmapped over draws × repeats × seeds
+(:func:`ensemble`). Stages: the one PaI mask; IMP's mask after each round (the last is at ``sparsity``);
+``magnitude_after``'s mask after t = 0..epochs epochs of dense training (prune after t epochs: the
+"information gained during training" curve; t = 0 is magnitude at init).
+
+Label-noise bound (``noise_bits`` > 0, binary labels): for ``noise_methods``, an extra ensemble with one
+fresh, wholly random label vector per mask (K·R draws, R = 1) decodes its first ``noise_bits`` labels, fair
+independent bits z_j, from the final mask: Σ_j I(M; z_j) <= I(M; Z | W) (:func:`jaxprune.mi.noise_bits_bound`),
+which is not capped at log2 K.
+
+Units: ``mi.MIResult`` is in bits. p_eff is reported with I in nats (I_nats = bits · ln 2): the summary of
+No Free Prune in shared/papers/ does not state the base; its Law of Robustness holds up to absolute constants,
+so the base only rescales I by ln 2, and we use nats (natural logarithms). E||m||_0 counts kept prunable
+weights (biases and normalization parameters are never pruned, identical for every method, and left out).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import irp, masks, mi, parallel, plotting, train, workdir as wd
+from jaxprune.config import check_choice, check_fraction, check_methods, check_positive_int, validate_pruning
+from jaxprune.data import corrupt_labels
+from jaxprune.errors import ConfigError
+from jaxprune.experiments import common, masking
+from jaxprune.experiments.irp import check_rewind_step
+
+METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "imp", "magnitude_after")
+DATA_INDEPENDENT = ("random", "magnitude", "synflow")
+
+
+def validate(config) -> None:
+    """Keys of this experiment (see configs/mutual_information.py)."""
+    check_methods(config, METHODS)
+    check_methods(config, METHODS, key="noise_methods")
+    check_fraction(config, "sparsity")
+    if config.sparsity == 0:
+        raise ConfigError("config.sparsity=0: must be in (0, 1), the fraction of prunable weights removed")
+    check_positive_int(config, "num_draws", minimum=2)
+    check_positive_int(config, "repeats")
+    check_positive_int(config, "num_folds", minimum=2)
+    if config.num_draws * config.repeats < 2 * config.num_folds:
+        raise ConfigError(f"config.num_draws * config.repeats = {config.num_draws * config.repeats}: must be >= "
+                          f"2 * config.num_folds = {2 * config.num_folds} masks per seed")
+    if not (isinstance(config.draw_noise, (int, float)) and 0 < config.draw_noise <= 1):
+        raise ConfigError(f"config.draw_noise={config.draw_noise!r}: must be in (0, 1]")
+    check_choice(config, "estimator", mi.METHODS)
+    check_positive_int(config, "num_permutations")
+    check_positive_int(config, "noise_bits", minimum=0)
+    if not 0 < config.confidence < 1:
+        raise ConfigError(f"config.confidence={config.confidence!r}: must be in (0, 1)")
+    validate_pruning(config)
+
+
+def check_data(config, dataset) -> None:
+    """Data-dependent checks: classification labels, scoring batches and decoded bits that fit the data."""
+    n = len(dataset.y_train)
+    if dataset.num_classes == 0:
+        raise ConfigError(f"config.task={config.task!r}: mask ensembles redraw class labels; use classification")
+    if "imp" in config.methods:
+        check_rewind_step(config, train.steps_per_epoch(n, config.batch_size))
+    if {"snip", "grasp"} & set(config.methods) and config.pai_batches * config.batch_size > n:
+        raise ConfigError(f"config.pai_batches={config.pai_batches}: pai_batches * batch_size must be <= {n}")
+    if config.noise_bits and (dataset.num_classes != 2 or config.noise_bits > n):
+        raise ConfigError(f"config.noise_bits={config.noise_bits}: needs num_classes=2 (labels are the noise bits) "
+                          f"and at most {n} bits; use 0 to skip the label-noise bound")
+
+
+def draw_labels(clean_y: jax.Array, num_classes: int, fraction: float, keys: jax.Array) -> jax.Array:
+    """[K, n] labels: draw k redraws a ``fraction`` of ``clean_y`` uniformly, with ``keys[k]``."""
+    return jax.vmap(lambda k: corrupt_labels(clean_y, num_classes, fraction, k)[0])(keys)
+
+
+def ensemble(masks_over_seeds, seeds: common.Seeds, labels: jax.Array, keys: jax.Array):
+    """M[k, r, s, ...] = masks_over_seeds(seeds, labels[k], keys[k, r])[s], vmapped over draws and repeats.
+
+    ``masks_over_seeds(seeds, y [n], keys [S]) -> masks [S, ...]`` computes every seed's masks on one label draw.
+    """
+    over_repeats = jax.vmap(masks_over_seeds, in_axes=(None, None, 0))
+    return jax.jit(jax.vmap(over_repeats, in_axes=(None, 0, 0)))(seeds, labels, keys)
+
+
+def with_labels(setup: common.Setup, y: jax.Array) -> common.Setup:
+    """``setup`` training on labels ``y`` (same inputs)."""
+    return dataclasses.replace(setup, train_data=train.Data(setup.train_data.x, y))
+
+
+def pai_track(method: str, config, setup: common.Setup, seeds: common.Seeds, y, keys):
+    """[S, 1, ...]: every seed's PaI mask at ``config.sparsity`` on labels ``y``, method keys ``keys`` [S]."""
+    out = masking.pai_masks(method, config, with_labels(setup, y), seeds.params, seeds.batch_stats, keys,
+                            [config.sparsity])
+    return jax.tree.map(lambda m: m[:, None], out[config.sparsity])
+
+
+def imp_track(config, setup: common.Setup, tx, densities, params, batch_stats, y, key):
+    """[rounds, ...]: one network's IMP mask after each round (``densities``), data order from ``key``."""
+    step = functools.partial(
+        irp.round_step, train_data=train.Data(setup.train_data.x, y), test_data=setup.test_data,
+        model=setup.model, tx=tx, epochs=config.epochs, batch_size=config.batch_size, scope=config.scope)
+    state, _ = step(irp.init(params, batch_stats, key), next_density=densities[0],
+                    capture_step=config.rewind_step or None)
+    def next_round(state, density):
+        state = step(state, next_density=density)[0]
+        return state, state.mask
+
+    later = jax.lax.scan(next_round, state, jnp.asarray(densities[1:]))[1]
+    return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), state.mask, later)
+
+
+def training_track(config, setup: common.Setup, tx, params, batch_stats, y, key):
+    """[epochs + 1, ...]: one network's largest-|θ_t| mask at ``config.sparsity`` after t = 0..epochs epochs
+    of dense training on labels ``y`` (epoch t's data order from fold_in(key, t))."""
+    data = train.Data(setup.train_data.x, y)
+    prune = lambda p: masks.from_scores(jax.tree.map(jnp.abs, p), p, config.sparsity, config.scope)  # noqa: E731
+
+    def epoch(state, t):
+        state = train.train(state, masks.ones(params), data, jax.random.fold_in(key, t), model=setup.model, tx=tx,
+                            epochs=1, batch_size=config.batch_size)[0]
+        return state, prune(state.params)
+
+    later = jax.lax.scan(epoch, train.init_state(params, batch_stats, tx), jnp.arange(config.epochs))[1]
+    return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), prune(params), later)
+
+
+def stages(method: str, config) -> list[float]:
+    """Stage labels: IMP densities per round, epochs 0..T for magnitude_after, the single PaI stage."""
+    if method == "imp":
+        return irp.schedule(config.prune_fraction, targets=[1.0 - config.sparsity])
+    if method == "magnitude_after":
+        return list(range(config.epochs + 1))
+    return [1.0 - config.sparsity]
+
+
+def method_ensemble(method: str, config, setup: common.Setup, seeds: common.Seeds, labels, keys):
+    """Masks M[k, r, s, stage, ...] of ``method`` for labels [K, n] and keys [K, R, S] (module docstring)."""
+    if method in masking.pai.METHODS:
+        return ensemble(functools.partial(pai_track, method, config, setup), seeds, labels, keys)
+    tx = train.optimizer_from_config(config, train.steps_per_epoch(len(setup.dataset.y_train), config.batch_size))
+    track = (functools.partial(imp_track, config, setup, tx, stages(method, config)) if method == "imp"
+             else functools.partial(training_track, config, setup, tx))
+    over_seeds = jax.vmap(track, in_axes=(0, 0, None, 0))
+    return ensemble(lambda sd, y, ks: over_seeds(sd.params, sd.batch_stats, y, ks), seeds, labels, keys)
+
+
+def flat_masks(stacked, params_one) -> np.ndarray:
+    """Host bool [..., num_prunable]: the prunable leaves of masks with extra leading axes, concatenated."""
+    leaves = masks.prunable_leaves(parallel.to_host(stacked), params_one)
+    return np.concatenate([np.asarray(m).reshape(*m.shape[: m.ndim - p.ndim], -1)
+                           for m, p in zip(leaves, masks.prunable_leaves(params_one, params_one))], axis=-1)
+
+
+def estimate_given_init(flat: np.ndarray, config, key, noise=None) -> tuple[mi.MIResult, list[mi.MIResult]]:
+    """(I(M; D | W), per-seed estimates) from flat masks [K, R, S, W]; ``noise`` [K, n] bits: the noise bound."""
+    num_draws, repeats, num_seeds, _ = flat.shape
+    options = dict(num_folds=config.num_folds, num_permutations=config.num_permutations,
+                   confidence=mi.seed_confidence(config.confidence, num_seeds))
+    per_seed = []
+    for s in range(num_seeds):
+        seed_masks, seed_key = flat[:, :, s].reshape(num_draws * repeats, -1), jax.random.fold_in(key, s)
+        if noise is None:
+            labels = np.repeat(np.arange(num_draws), repeats)
+            per_seed.append(mi.estimate(seed_masks, labels, method=config.estimator, key=seed_key, **options))
+        else:
+            per_seed.append(mi.noise_bits_bound(seed_masks, np.repeat(noise, repeats, axis=0), key=seed_key,
+                                                **options))
+    return mi.conditional(per_seed), per_seed
+
+
+def result_dict(result: mi.MIResult) -> dict:
+    """MIResult fields plus the null's mean and max."""
+    return result._asdict() | {"null_mean": float(np.mean(result.null_bits)),
+                               "null_max": float(np.max(result.null_bits))}
+
+
+def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: float, **extra) -> dict:
+    """One estimate for results.json: ``extra`` (e.g. the pruning method), the seed mean's MIResult fields (``method``
+    is the estimator), per-seed fields, p_eff (nats) and its interval."""
+    return extra | result_dict(result) | {
+        "per_seed": [result_dict(r) for r in per_seed],
+        "expected_kept": expected_kept,
+        "p_eff_nats": mi.p_eff(expected_kept, result.bits),
+        "p_eff_nats_interval": [mi.p_eff(expected_kept, result.lower), mi.p_eff(expected_kept, result.upper)],
+    }
+
+
+def method_results(method, config, setup, seeds, labels, keys, params_one, log, noise=None) -> list[dict]:
+    """One summary per stage of ``method``'s ensemble; with ``noise``, the label-noise bound of the last stage."""
+    flat = flat_masks(method_ensemble(method, config, setup, seeds, labels, keys), params_one)
+    log(f"{method}: masks {flat.shape[:-1]} x {flat.shape[-1]} weights")
+    out = []
+    for i, stage in list(enumerate(stages(method, config)))[-1 if noise is not None else 0:]:
+        result, per_seed = estimate_given_init(flat[:, :, :, i], config, jax.random.key(config.seed), noise)
+        out.append(summary(result, per_seed, float(flat[:, :, :, i].sum(-1).mean()), pruning=method, stage=stage,
+                           density=float(flat[:, :, :, i].mean())))
+    last = out[-1]
+    log(f"{method}: I(m; D | W) = {last['bits']:.4f} bits [{last['lower']:.4f}, {last['upper']:.4f}], "
+        f"null mean {last['null_mean']:.4f} max {last['null_max']:.4f} ({last['method']})")
+    return out
+
+
+def mi_bars(path: str, rows: list[dict], title: str) -> None:
+    """Bar per method at its estimate, error bar over its interval, a cross at the permutation null's max."""
+    fig, ax = plotting.plt.subplots(figsize=(6, 4))
+    x = np.arange(len(rows))
+    bits = np.array([r["bits"] for r in rows])
+    errors = np.array([[r["bits"] - r["lower"] for r in rows], [r["upper"] - r["bits"] for r in rows]])
+    ax.bar(x, bits, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="estimate, interval")
+    ax.scatter(x, [r["null_max"] for r in rows], marker="x", color="black", zorder=3, label="permutation null (max)")
+    ax.set_xticks(x, [r["pruning"] for r in rows])
+    ax.set_ylabel("I(m; D | W) [bits]")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    plotting.save(fig, path)
+
+
+def mi_curve(path: str, rows: list[dict], xlabel: str, title: str) -> None:
+    """Estimate against the stage with its interval shaded and the null's max dashed."""
+    fig, ax = plotting.plt.subplots(figsize=(6, 4))
+    x = [r["stage"] for r in rows]
+    ax.plot(x, [r["bits"] for r in rows], marker="o", label="I(m; D | W)")
+    ax.fill_between(x, [r["lower"] for r in rows], [r["upper"] for r in rows], alpha=0.2, linewidth=0)
+    ax.plot(x, [r["null_max"] for r in rows], "k--", label="permutation null (max)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("bits")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    plotting.save(fig, path)
+
+
+def write_outputs(workdir: str, config, rows: dict, noise_rows: dict) -> None:
+    """metrics.jsonl (one line per estimate) and the figures."""
+    wd.append_jsonl(os.path.join(workdir, wd.METRICS),
+                    [r for group in (rows, noise_rows) for stage_rows in group.values() for r in stage_rows])
+    final = [rows[m][-1] for m in config.methods]
+    mi_bars(os.path.join(workdir, "mi_by_method.png"), final,
+            f"I(m; D | W) at sparsity {config.sparsity} ({config.num_draws} draws x {config.repeats} repeats)")
+    if "magnitude_after" in rows:
+        mi_curve(os.path.join(workdir, "mi_vs_training_time.png"), rows["magnitude_after"],
+                 "epochs of dense training before magnitude pruning", "Information gained during training")
+    if "imp" in rows:
+        mi_curve(os.path.join(workdir, "mi_vs_imp_round.png"), rows["imp"], "density after the IMP round",
+                 "IMP: I(m; D | W) across rounds")
+
+
+def run(config, workdir: str) -> dict:
+    """The experiment end to end; returns the results written to ``results.json``."""
+    log = common.Progress("mutual_information")
+    setup = common.setup(config)
+    check_data(config, setup.dataset)
+    seeds = common.init_seeds(setup)
+    params_one = jax.tree.map(lambda p: p[0], seeds.params)
+    draws_key, xi_key, noise_key = jax.random.split(jax.random.fold_in(jax.random.key(config.data_seed), 1), 3)
+    shape = (config.num_draws, config.repeats, config.num_seeds)
+    keys = jax.random.split(xi_key, shape)
+    labels = draw_labels(setup.dataset.clean_y_train, setup.dataset.num_classes, config.draw_noise,
+                         jax.random.split(draws_key, config.num_draws))
+    log(f"{config.num_draws} draws x {config.repeats} repeats x {config.num_seeds} seeds, sparsity "
+        f"{config.sparsity}, {config.model} {tuple(config.widths)} on {config.dataset} ({len(labels[0])} examples)")
+    rows = {m: method_results(m, config, setup, seeds, labels, keys, params_one, log) for m in config.methods}
+    noise_rows = {}
+    if config.noise_bits:
+        noise_labels = draw_labels(setup.dataset.clean_y_train, 2, 1.0, jax.random.split(noise_key, shape[0] * shape[1]))
+        noise_keys = keys.reshape(-1, 1, config.num_seeds)
+        bits = np.asarray(noise_labels[:, : config.noise_bits])
+        noise_rows = {m: method_results(m, config, setup, seeds, noise_labels, noise_keys, params_one, log, bits)
+                      for m in config.noise_methods}
+    if parallel.is_primary():
+        write_outputs(workdir, config, rows, noise_rows)
+    final = {m: rows[m][-1] for m in config.methods}
+    return {
+        "experiment": "mutual_information",
+        "units": "MI in bits (mi.MIResult); p_eff = E||m||_0 + I(m; D) with I in nats = bits * ln 2",
+        "design": {"num_draws": config.num_draws, "repeats": config.repeats, "num_seeds": config.num_seeds,
+                   "sparsity": config.sparsity, "max_bits": float(np.log2(config.num_draws)),
+                   "num_prunable": int(sum(np.size(p) for p in masks.prunable_leaves(params_one, params_one)))},
+        "methods": final,
+        "ordering": sorted(final, key=lambda m: -final[m]["bits"]),
+        "imp_rounds": rows.get("imp", []),
+        "training_time": rows.get("magnitude_after", []),
+        "noise_bits_bound": {m: r[0] for m, r in noise_rows.items()},
+    }
