@@ -9,8 +9,9 @@ Features (one row per prunable weight, columns in this order):
 
 * the entries of ``feature_set`` in the order given: ``'param'`` θ₀ (the init value) and/or ``'grad'``
   ∂L/∂θ at θ₀, L the mean cross-entropy on one data batch (:func:`init_gradients`);
-* if ``descriptors``: the layer's depth l / L (l its 0-based position among the L prunable layers, in
-  :func:`jaxprune.masks.prunable_leaves` order), log fan_in, log fan_out and its kind (0 dense, 1 conv).
+* if ``descriptors``: the layer's depth l / L (l its 0-based position among the L prunable layers in the
+  order the forward pass reads them, :func:`execution_order`), log fan_in, log fan_out and its kind
+  (0 dense, 1 conv).
   A kernel of shape (*receptive, in, out) has fan_in = Π receptive · in, fan_out = Π receptive · out.
 
 Dataset (:func:`build_dataset`) and its ``.npz`` file (:func:`save_dataset`): rows are ordered by prunable
@@ -36,6 +37,9 @@ Predictors (:func:`train_predictor`), selected by ``kind``:
 
 Both minimize the mean squared error to y with Adam on minibatches sampled by ``lax.scan``; inputs are
 standardized per feature with the training rows' mean and standard deviation, stored in the state.
+A trained predictor scores a network at init (:func:`score`) and prunes it once to a sparsity (:func:`prune`,
+the ``'autosparse'`` method of :mod:`jaxprune.experiments.masking`); :func:`select_features` cuts a dataset
+built with every feature down to an ablation's columns.
 Every function is pure and written for one network; lift it with ``jax.vmap`` over seeds.
 """
 from __future__ import annotations
@@ -51,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.extend import core as jax_core
 
 from jaxprune import masks
 from jaxprune.errors import ConfigError
@@ -89,17 +94,57 @@ def layer_descriptors(shape: Sequence[int], depth: int, num_layers: int) -> np.n
     return np.array([depth / num_layers, np.log(fan_in), np.log(fan_out), kind], np.float32)
 
 
+def _first_reads(jaxpr: jax_core.Jaxpr, leaf_of: dict) -> list[int]:
+    """Leaf ids of ``leaf_of`` (jaxpr Var -> id) in the order the equations read them (repeats included).
+
+    An equation that calls a sub-jaxpr with its own operands one to one (jit, remat, custom_jvp) is read
+    through; any other (scan, while, cond) reads all its operands at once, in operand order.
+    """
+    reads = []
+    for eqn in jaxpr.eqns:
+        read = [v for v in eqn.invars if isinstance(v, jax_core.Var) and v in leaf_of]
+        subs = [j.jaxpr if isinstance(j, jax_core.ClosedJaxpr) else j for j in eqn.params.values()
+                if isinstance(j, (jax_core.Jaxpr, jax_core.ClosedJaxpr))]
+        if read and len(subs) == 1 and len(subs[0].invars) == len(eqn.invars):
+            inner = {v: leaf_of[o] for o, v in zip(eqn.invars, subs[0].invars) if o in read}
+            reads += _first_reads(subs[0], inner)
+        else:
+            reads += [leaf_of[v] for v in read]
+    return reads
+
+
+def execution_order(
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, x: jax.Array
+) -> tuple[int, ...]:
+    """Depth l of every prunable kernel (in ``masks.prunable_leaves`` order): its rank 0..L-1 in the order
+    ``apply_fn(params, x)`` first reads it, found by tracing the forward pass to a jaxpr (shapes only).
+
+    Leaf order is alphabetical (``Conv_10`` before ``Conv_2``; a ResNet's blocks before its stem); this is
+    the order of computation. Kernels read by the same equation keep leaf order; unread ones come last.
+    """
+    jaxpr = jax.make_jaxpr(apply_fn)(params, x).jaxpr
+    is_prunable = jax.tree.leaves(masks.prunable(params))
+    kernel_ids = np.cumsum(is_prunable) - 1
+    leaf_of = {v: int(k) for v, keep, k in zip(jaxpr.invars, is_prunable, kernel_ids) if keep}
+    first = list(dict.fromkeys(_first_reads(jaxpr, leaf_of)))
+    ranked = first + [k for k in range(len(leaf_of)) if k not in first]
+    return tuple(int(r) for r in np.argsort(ranked))
+
+
 def features(
     params: PyTree,
     grads: PyTree | None,
     *,
     feature_set: Sequence[str] = FEATURES,
     descriptors: bool = True,
+    depth: Sequence[int] | None = None,
 ) -> list[jax.Array]:
     """Per prunable layer (``masks.prunable_leaves`` order): features [*kernel.shape, F] float32.
 
     Columns: θ₀ and/or ∂L/∂θ in ``feature_set`` order, then (if ``descriptors``) the layer descriptors of
     :func:`layer_descriptors`. ``grads`` (shaped like params) may be None when 'grad' is not requested.
+    ``depth`` gives each prunable layer's position in execution order (:func:`execution_order`); None
+    takes leaf order, which is the execution order only for models whose layer names sort that way.
     Non-prunable leaves have no rows.
     """
     feature_set = _check_feature_set(feature_set)
@@ -108,15 +153,27 @@ def features(
     sources = {"param": params, "grad": grads}
     per_feature = [masks.prunable_leaves(sources[name], params) for name in feature_set]
     kernels = masks.prunable_leaves(params, params)
+    depth = range(len(kernels)) if depth is None else depth
     out = []
-    for depth, columns in enumerate(zip(*per_feature)):
-        shape = jnp.shape(kernels[depth])
+    for layer, columns in enumerate(zip(*per_feature)):
+        shape = jnp.shape(kernels[layer])
         cols = [jnp.asarray(c, jnp.float32) for c in columns]
         if descriptors:
-            desc = layer_descriptors(shape, depth, len(kernels))
+            desc = layer_descriptors(shape, depth[layer], len(kernels))
             cols += [jnp.full(shape, d, jnp.float32) for d in desc]
         out.append(jnp.stack(cols, axis=-1))
     return out
+
+
+def select_features(dataset: Dataset, feature_set: Sequence[str], descriptors: bool) -> Dataset:
+    """A dataset built with every feature (``feature_set=FEATURES, descriptors=True``) cut down to the columns
+    :func:`features` gives for ``feature_set`` and ``descriptors``; the other arrays are shared."""
+    columns = [FEATURES.index(name) for name in _check_feature_set(feature_set)]
+    columns += list(range(len(FEATURES), len(FEATURES) + len(DESCRIPTORS))) if descriptors else []
+    width = num_features(FEATURES, True)
+    if np.shape(dataset["x"])[-1] != width:
+        raise ConfigError(f"dataset x has {np.shape(dataset['x'])[-1]} columns; select_features needs all {width}")
+    return {**dataset, "x": dataset["x"][..., columns]}
 
 
 def init_gradients(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, batch) -> PyTree:
@@ -304,15 +361,38 @@ def predict(state: PredictorState, x: jax.Array) -> jax.Array:
 def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key: jax.Array) -> PyTree:
     """AutoSparse PaI scores, shaped like params: predicted survival score on prunable leaves, 0 elsewhere.
 
-    Features are those the predictor was trained on, gradients from :func:`init_gradients` on ``batch``.
-    Deterministic: ``key`` is unused and kept for the common PaI signature.
+    Features are those the predictor was trained on, gradients from :func:`init_gradients` on ``batch``,
+    depths from :func:`execution_order`. Deterministic: ``key`` is unused, kept for the common PaI signature.
     """
     del key
     grads = init_gradients(apply_fn, params, batch) if "grad" in state.feature_set else None
-    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors)
+    depth = execution_order(apply_fn, params, batch[0]) if state.descriptors else None
+    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors, depth=depth)
     predicted = iter([predict(state, f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1]) for f in feats])
     leaves, treedef = jax.tree.flatten(params)
     is_prunable = jax.tree.leaves(masks.prunable(params))
     return jax.tree.unflatten(
         treedef, [next(predicted) if keep else jnp.zeros_like(p) for p, keep in zip(leaves, is_prunable)]
     )
+
+
+def prune(
+    state: PredictorState,
+    apply_fn: Callable,
+    params: PyTree,
+    batches,
+    sparsity: float | jax.Array,
+    *,
+    scope: masks.Scope = "global",
+    allocation: masks.Allocation = "uniform",
+    invert: bool = False,
+) -> PyTree:
+    """One-shot AutoSparse mask: keep the weights with the highest predicted survival score (:func:`score`).
+
+    ``batches = (x, y)`` [B, batch, ...] as for :func:`jaxprune.pai.prune`, merged into one batch of B·batch
+    examples, so the gradient feature is ∂L/∂θ of the mean loss over all of them. ``invert`` keeps the lowest.
+    """
+    batch = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), batches)
+    scores = score(state, apply_fn, params, batch, None)
+    scores = jax.tree.map(jnp.negative, scores) if invert else scores
+    return masks.from_scores(scores, params, sparsity, scope, allocation)

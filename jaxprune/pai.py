@@ -6,7 +6,8 @@ prunable leaves (``masks.prunable``: Dense/Conv kernels) are scored; every other
 
 - ``random``:    s ~ N(0, 1) i.i.d.
 - ``magnitude``: s = |θ|.
-- ``snip``:      s = |θ ⊙ ∂L/∂θ|, L = mean softmax cross-entropy of ``apply_fn(θ, x)`` on labels y.
+- ``snip``:      s = |θ ⊙ ∂L/∂θ|, L = mean softmax cross-entropy of ``apply_fn(θ, x)`` on labels y (float
+  regression targets: mean ½ squared error, see :func:`scoring_loss`).
 - ``grasp``:     s = θ ⊙ Hg, with L_T the cross-entropy of the logits divided by a temperature T (200),
   g = ∇L_T set to 0 outside the prunable leaves, and Hg = ∇_θ(stop_grad(g) · ∇L_T) (a Hessian-vector product,
   computed forward-over-reverse as the JVP of ∇L_T along g).
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxprune import masks
+from jaxprune import masks, train
 from jaxprune.errors import ConfigError
 
 PyTree = masks.PyTree
@@ -48,10 +49,14 @@ METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
 SCHEDULES = ("exponential", "linear")
 
 
-def cross_entropy(apply_fn: ApplyFn, params: PyTree, batch: Batch, temperature: float = 1.0) -> jax.Array:
-    """L = mean_i CE(softmax(f(θ; x_i) / T), y_i) with integer labels y."""
+def scoring_loss(apply_fn: ApplyFn, params: PyTree, batch: Batch, temperature: float = 1.0) -> jax.Array:
+    """The loss SNIP and GraSP differentiate. Integer labels y: L = mean_i CE(softmax(f(θ; x_i) / T), y_i).
+    Float targets y (regression, one output unit): L = mean_i ½ (f(θ; x_i)₀ − y_i)², the training loss of
+    :func:`jaxprune.train.loss_and_accuracy`; T is not applied (it softens a softmax; squared error has none)."""
     x, y = batch
-    return optax.softmax_cross_entropy_with_integer_labels(apply_fn(params, x) / temperature, y).mean()
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        return optax.softmax_cross_entropy_with_integer_labels(apply_fn(params, x) / temperature, y).mean()
+    return train.loss_and_accuracy(apply_fn(params, x), y)[0].mean()
 
 
 def _prunable_only(tree: PyTree, params: PyTree) -> PyTree:
@@ -77,13 +82,13 @@ def _random(params: PyTree, key: jax.Array) -> PyTree:
 
 def _snip(apply_fn: ApplyFn, params: PyTree, batches: Batch) -> PyTree:
     """|θ ⊙ Σ_b ∇L_b(θ)|."""
-    grads = _sum_over_batches(lambda b: jax.grad(cross_entropy, argnums=1)(apply_fn, params, b), batches)
+    grads = _sum_over_batches(lambda b: jax.grad(scoring_loss, argnums=1)(apply_fn, params, b), batches)
     return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
 
 
 def _grasp(apply_fn: ApplyFn, params: PyTree, batches: Batch, temperature: float) -> PyTree:
     """θ ⊙ Hg with g = Σ_b ∇L_{T,b} restricted to prunable leaves and Hg = Σ_b ∇²L_{T,b} g."""
-    grad_fn = lambda p, b: jax.grad(cross_entropy, argnums=1)(apply_fn, p, b, temperature)
+    grad_fn = lambda p, b: jax.grad(scoring_loss, argnums=1)(apply_fn, p, b, temperature)
     g = _prunable_only(_sum_over_batches(lambda b: grad_fn(params, b), batches), params)
     hg = _sum_over_batches(lambda b: jax.jvp(lambda p: grad_fn(p, b), (params,), (g,))[1], batches)
     return jax.tree.map(jnp.multiply, params, hg)

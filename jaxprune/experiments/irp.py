@@ -48,12 +48,15 @@ def make_round_fn(config, setup: common.Setup, tx, capture_step: int | None):
 
 
 def run_rounds(
-    config, setup: common.Setup, densities, log=None, record=(), checkpoint_dir: str | None = None
+    config, setup: common.Setup, densities, log=None, record=(), checkpoint_dir: str | None = None,
+    seeds: common.Seeds | None = None,
 ) -> tuple[irp.IRPState, list[dict], dict]:
     """IRP for all seeds: round r trains at the previous density and prunes to ``densities[r]``.
 
     With ``checkpoint_dir``, the state and metrics are checkpointed after every round and a rerun resumes
     after the latest complete round, producing exactly what an uninterrupted run would have.
+    ``seeds`` (default ``common.init_seeds(setup)``) are the initial weights and data-order keys of the runs,
+    e.g. the same weights twice with different data orders.
 
     Returns the final state (seed axis leading, on the mesh), per-round metrics (host numpy), and a dict with the
     :class:`~jaxprune.experiments.common.Seeds` under ``seeds`` and, under ``masks``, the stacked masks reached
@@ -62,7 +65,7 @@ def run_rounds(
     spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
     check_rewind_step(config, spe)
     tx = train.optimizer_from_config(config, spe)
-    seeds = common.init_seeds(setup)
+    seeds = common.init_seeds(setup) if seeds is None else seeds
     state = jax.jit(jax.vmap(irp.init))(seeds.params, seeds.batch_stats, seeds.order_keys)
     first = make_round_fn(config, setup, tx, config.rewind_step if config.rewind_step > 0 else None)
     later = make_round_fn(config, setup, tx, None) if config.rewind_step > 0 else first

@@ -8,7 +8,9 @@ Methods:
 - at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``; SNIP and
   GraSP score on ``config.pai_batches`` batches drawn from the training set with each seed's own key;
 - after training: ``magnitude_after`` (train the dense net, keep the largest |θ_T|, rewind to θ_0) and ``imp``
-  (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity).
+  (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity);
+- learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``;
+  its gradient feature is taken on the same batches SNIP and GraSP score on).
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import irp, masks, pai, parallel, train
+from jaxprune import autosparse, irp, masks, pai, parallel, train
+from jaxprune.errors import ConfigError
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
 
 AFTER_TRAINING = ("imp", "magnitude_after")
+LEARNED = ("autosparse",)
 METHODS = pai.METHODS + AFTER_TRAINING
 
 
@@ -32,19 +36,26 @@ def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_si
     return data.x[idx], data.y[idx]
 
 
-def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities) -> dict:
+def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
+              invert: bool = False, predictor: autosparse.PredictorState | None = None) -> dict:
     """{sparsity: stacked masks} of a PaI method, one compiled vmapped call over seeds per sparsity.
 
     ``keys`` [num_seeds] drive both the scoring batches and the method's own randomness (random scores).
+    ``invert=True`` keeps the lowest scores instead (``pai.prune``'s inversion ablation).
+    ``method='autosparse'`` prunes once with ``predictor``'s scores (:func:`jaxprune.autosparse.prune`).
     """
     rounds = config.synflow_rounds if method == "synflow" else 1
 
     def one_seed(p, bs, key, sparsity):
         batch_key, score_key = jax.random.split(key)
         batches = scoring_batches(setup.train_data, batch_key, config.pai_batches, config.batch_size)
-        return pai.prune(method, train.apply_fn_for(setup.model, bs), p, batches, score_key, sparsity,
+        apply_fn = train.apply_fn_for(setup.model, bs)
+        if method == "autosparse":
+            return autosparse.prune(predictor, apply_fn, p, batches, sparsity, scope=config.scope,
+                                    allocation=config.allocation, invert=invert)
+        return pai.prune(method, apply_fn, p, batches, score_key, sparsity,
                          scope=config.scope, allocation=config.allocation, rounds=rounds,
-                         temperature=config.grasp_temperature)
+                         temperature=config.grasp_temperature, invert=invert)
 
     prune_all = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
     return {s: prune_all(params, batch_stats, keys, jnp.float32(s)) for s in sparsities}
@@ -81,15 +92,24 @@ def imp_masks(config, setup: common.Setup, sparsities, log=None) -> dict:
     return {s: out["masks"].get(1.0 - s, dense) for s in sparsities}
 
 
-def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, sparsities, log=None) -> dict:
-    """{sparsity: stacked masks} for any method in :data:`METHODS`, from the seeds' initial weights."""
+def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, sparsities, log=None,
+                 invert: bool = False, predictor: autosparse.PredictorState | None = None) -> dict:
+    """{sparsity: stacked masks} for any method in :data:`METHODS` or :data:`LEARNED`, from the seeds' initial
+    weights; ``autosparse`` needs the trained ``predictor``.
+
+    ``invert=True`` (PaI methods only) keeps the lowest scores, with the same scoring batches and keys.
+    """
     params, batch_stats, init_keys, order_keys = seeds
+    if invert and method in AFTER_TRAINING:
+        raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.METHODS)}, not {method!r}")
+    if method in LEARNED and predictor is None:
+        raise ConfigError(f"method {method!r} needs a trained predictor (predictor=autosparse.train_predictor(...))")
     if method == "imp":
         return imp_masks(config, setup, sparsities, log)
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
     method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
-    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities)
+    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities, invert, predictor)
 
 
 def train_masked(config, setup: common.Setup, seeds: common.Seeds, stacked_masks) -> dict:

@@ -1,0 +1,320 @@
+"""Experiment ``autosparse``: learn pruning at initialization from iterative rewind pruning (Liu, Cheng et al. 2024).
+
+1. Source IRP: ``rounds`` rounds of ``prune_fraction`` (:func:`jaxprune.irp.schedule`) on ``model``/``dataset`` for
+   every seed, run twice from the same initial weights with two data orders. ``ccc``: the mean over seeds of
+   Lin's concordance correlation between the two runs' survival scores c / rounds.
+2. Dataset: one row per prunable weight of every seed's first run (:func:`jaxprune.autosparse.build_dataset`,
+   every feature and descriptor, depths in execution order, ∂L/∂θ on the seed's ``pai_batches`` scoring batches
+   merged), written to ``autosparse_dataset.npz``; its ``source`` records the IRP config and the columns.
+3. Predictors (``predictor`` 'mlp' | 'backbone'), one per feature set (``feature_set`` and each of
+   ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's ρ between
+   predicted and true survival scores of the held-out last seed's weights.
+4. Comparison on the target (``target_model``/``target_dataset``, "" = the source's): masks of every method in
+   ``methods`` and of ``autosparse`` (:func:`jaxprune.experiments.masking.method_masks`) at each sparsity, each
+   seed trained from its initialization, all seeds vmapped; the ablation predictors prune and train there too.
+   ``transfer_targets`` ('model:dataset') repeat the comparison on other models/datasets with the same predictor.
+
+Writes ``metrics.jsonl`` (source IRP per round/epoch/seed, then one line per trained network),
+``autosparse_dataset.npz``, ``irp_survival.npz`` (flat survival counts of both runs, dataset row order),
+``learning_tendencies.png`` (mean predicted and true score in quantile bins of |θ₀| and |∂L/∂θ|, held-out seed),
+``accuracy_vs_sparsity.png`` and one ``accuracy_vs_sparsity_<model>_<dataset>.png`` per transfer target.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import autosparse, data, irp, masks, models, parallel, plotting, stats, train, workdir as wd
+from jaxprune.config import (check_choice, check_methods, check_positive_int, check_sparsities,
+                             validate_pruning)
+from jaxprune.errors import ConfigError
+from jaxprune.experiments import common, masking
+from jaxprune.experiments import irp as irp_experiment
+
+TENDENCY_BINS = 20
+
+
+def feature_label(feature_set) -> str:
+    """'+'-joined feature names, e.g. 'param+grad' (the spelling of ``config.ablations`` entries)."""
+    return "+".join(feature_set)
+
+
+def parse_target(spec: str) -> tuple[str, str]:
+    """'model:dataset' -> (model, dataset), or ConfigError naming the allowed values."""
+    model, _, dataset = spec.partition(":")
+    if model not in models.NAMES or dataset not in data.DATASETS:
+        raise ConfigError(f"config.transfer_targets entry {spec!r}: must be 'model:dataset' with model in "
+                          f"{', '.join(models.NAMES)} and dataset in {', '.join(data.DATASETS)}")
+    return model, dataset
+
+
+def validate(config) -> None:
+    """Pruning keys, IRP keys, predictor keys, targets; at least two seeds (one is held out)."""
+    validate_pruning(config)
+    check_positive_int(config, "rounds")
+    check_positive_int(config, "num_seeds", minimum=2)
+    check_sparsities(config)
+    check_methods(config, masking.METHODS)
+    check_choice(config, "predictor", autosparse.KINDS)
+    for key in ("predictor_steps", "predictor_batch_size", "predictor_window"):
+        check_positive_int(config, key)
+    hidden = tuple(config.predictor_hidden)
+    if not hidden or not all(isinstance(w, int) and w >= 1 for w in hidden):
+        raise ConfigError(f"config.predictor_hidden={hidden!r}: must be a non-empty tuple of positive integers")
+    if not config.predictor_learning_rate > 0:
+        raise ConfigError(f"config.predictor_learning_rate={config.predictor_learning_rate!r}: must be > 0")
+    if not isinstance(config.descriptors, bool):
+        raise ConfigError(f"config.descriptors={config.descriptors!r}: must be True or False")
+    for key, labels in (("feature_set", [feature_label(config.feature_set)]), ("ablations", config.ablations)):
+        for label in labels:
+            try:
+                autosparse.num_features(tuple(label.split("+")))
+            except ConfigError:
+                raise ConfigError(f"config.{key} entry {label!r}: must be a non-empty '+'-joined subset of "
+                                  f"{', '.join(autosparse.FEATURES)} without repeats") from None
+    check_choice(config, "target_model", ("",) + models.NAMES)
+    check_choice(config, "target_dataset", ("",) + data.DATASETS)
+    for spec in config.transfer_targets:
+        parse_target(spec)
+
+
+def for_target(config, model: str, dataset: str):
+    """A copy of ``config`` that trains ``model`` on ``dataset``."""
+    target = config.copy_and_resolve_references()
+    target.model, target.dataset = model, dataset
+    return target
+
+
+def gradient_batch(config, setup: common.Setup, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The batch a seed's gradient feature is taken on: ``pai_batches`` random batches, merged."""
+    x, y = masking.scoring_batches(setup.train_data, key, config.pai_batches, config.batch_size)
+    return x.reshape(-1, *x.shape[2:]), y.reshape(-1)
+
+
+def source_irp(config, setup: common.Setup, log) -> tuple[common.Seeds, dict, list[dict], list[dict]]:
+    """IRP of every seed twice, from the same weights with data orders ``order_key`` and ``fold_in(order_key, 1)``.
+
+    Returns the seeds, the survival counts (pytrees with a leading seed axis, host) of the two runs under
+    ``first``/``second``, the per-round metrics and the failed runs (``run`` index over the 2S runs).
+    """
+    seeds = common.init_seeds(setup)
+    other_order = jax.vmap(lambda k: jax.random.fold_in(k, 1))(seeds.order_keys)
+    replay = seeds._replace(order_keys=other_order)
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tuple(seeds), tuple(replay))
+    state, history, _ = irp_experiment.run_rounds(
+        config, setup, irp.schedule(config.prune_fraction, config.rounds), log, seeds=common.Seeds(*setup.shard(both)))
+    state = parallel.to_host(state)
+    n = config.num_seeds
+    survival = {"first": jax.tree.map(lambda c: c[:n], state.survival),
+                "second": jax.tree.map(lambda c: c[n:], state.survival)}
+    failed = [{"run": f["seed"], "round": f["round"], "step": f["step"]} for f in irp_experiment.failed_seeds(state)]
+    return seeds, survival, history, failed
+
+
+def seed_rows(config, setup: common.Setup, seeds: common.Seeds, survival) -> autosparse.Dataset:
+    """Every seed's dataset rows with all features and descriptors (arrays with a leading seed axis)."""
+
+    def one_seed(params, batch_stats, key, counts):
+        apply_fn = train.apply_fn_for(setup.model, batch_stats)
+        batch = gradient_batch(config, setup, key)
+        grads = autosparse.init_gradients(apply_fn, params, batch)
+        depth = autosparse.execution_order(apply_fn, params, batch[0])
+        return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth)
+
+    return jax.jit(jax.vmap(one_seed))(seeds.params, seeds.batch_stats, seeds.init_keys, survival)
+
+
+def flat_survival(survival, params) -> np.ndarray:
+    """Survival counts [S, R] in dataset row order (prunable leaves in leaf order, each flattened)."""
+    leaves = masks.prunable_leaves(survival, jax.tree.map(lambda p: p[0], params))
+    return np.concatenate([np.asarray(c).reshape(c.shape[0], -1) for c in leaves], axis=1)
+
+
+def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...], key) -> autosparse.PredictorState:
+    """A predictor on the columns of ``feature_set`` of the training ``rows`` (seed axis already merged)."""
+    return autosparse.train_predictor(
+        autosparse.select_features(rows, feature_set, config.descriptors), key, kind=config.predictor,
+        hidden=tuple(config.predictor_hidden), steps=config.predictor_steps, batch_size=config.predictor_batch_size,
+        learning_rate=config.predictor_learning_rate, feature_set=feature_set, descriptors=config.descriptors,
+        window=config.predictor_window)
+
+
+def predict_rows(predictor: autosparse.PredictorState, rows: autosparse.Dataset) -> np.ndarray:
+    """Predicted survival scores [R] of one network's rows (all features), predicted layer by layer as
+    :func:`jaxprune.autosparse.score` does, so they are the scores AutoSparse would prune that network with."""
+    x = autosparse.select_features(rows, predictor.feature_set, predictor.descriptors)["x"]
+    layers = np.split(x, np.flatnonzero(np.diff(rows["layer"])) + 1)
+    return np.concatenate([np.asarray(autosparse.predict(predictor, layer)) for layer in layers])
+
+
+def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list) -> list[dict]:
+    """Per-seed results (``masking.train_masked``) of every seed trained under each stacked mask set, all in one
+    vmapped call: the seeds are tiled once per mask set, so every method sees each seed's data order."""
+    tile = lambda a: jnp.concatenate([a] * len(mask_sets))  # noqa: E731
+    tiled = common.Seeds(*setup.shard(jax.tree.map(tile, tuple(seeds))))
+    stacked = setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
+    out = masking.train_masked(config, setup, tiled, stacked)
+    n = config.num_seeds
+    return [jax.tree.map(lambda a: a[i * n:(i + 1) * n], out) for i in range(len(mask_sets))]
+
+
+def accuracies(result: dict) -> np.ndarray:
+    """Test accuracy per seed, NaN where the loss went non-finite."""
+    return np.where(result["failed_step"] >= 0, np.nan, result["test_accuracy"])
+
+
+def compare(config, setup: common.Setup, predictors: dict, log) -> list[dict]:
+    """Rows {method, sparsity, test_accuracy [per seed], train_accuracy} of ``config.methods`` and of every
+    predictor in ``predictors`` (method name -> predictor state), all pruned at init and trained on ``setup``."""
+    seeds = common.init_seeds(setup)
+    sparsities = tuple(config.sparsities)
+    labelled = {m: masking.method_masks(m, config, setup, seeds, sparsities, log) for m in config.methods}
+    for label, predictor in predictors.items():
+        labelled[label] = masking.method_masks("autosparse", config, setup, seeds, sparsities, predictor=predictor)
+    keys = [(m, s) for m in labelled for s in sparsities]
+    log(f"{config.model} on {config.dataset}: training {len(keys)} x {config.num_seeds} masked networks")
+    results = train_all(config, setup, seeds, [labelled[m][s] for m, s in keys])
+    return [{"method": m, "sparsity": s, "test_accuracy": accuracies(r), "train_accuracy": r["train_accuracy"]}
+            for (m, s), r in zip(keys, results)]
+
+
+def binned_means(x: np.ndarray, ys: dict, bins: int) -> tuple[np.ndarray, dict]:
+    """Centres (mean x) of ``bins`` equal-count bins of x and the mean of each ys[label] in every bin."""
+    order = np.array_split(np.argsort(x), bins)
+    return np.array([x[i].mean() for i in order]), {k: np.array([y[i].mean() for i in order]) for k, y in ys.items()}
+
+
+def plot_tendencies(path: str, rows: autosparse.Dataset, predicted: dict) -> None:
+    """Learned score vs |θ₀| and vs |∂L/∂θ| (the paper's learning tendencies), held-out seed, quantile bins."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, column, name in zip(axes, (0, 1), ("|θ₀|", "|∂L/∂θ| at θ₀")):
+        centres, means = binned_means(np.abs(rows["x"][:, column]), {"IRP survival (truth)": rows["y"], **predicted},
+                                      TENDENCY_BINS)
+        for label, mean in means.items():
+            ax.plot(centres, mean, marker="o", markersize=3, label=label, linestyle="--" if "truth" in label else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (mean of a quantile bin)")
+        ax.set_ylabel("survival score")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Learning tendencies: predicted vs true survival score (held-out seed)")
+    plotting.save(fig, path)
+
+
+def plot_accuracy(path: str, rows: list[dict], title: str) -> None:
+    """Test accuracy against density 1 - sparsity, one band per method."""
+    curves = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        curves[method] = ([1 - r["sparsity"] for r in mine], np.stack([r["test_accuracy"] for r in mine], axis=1))
+    plotting.lines_vs_density(path, curves, ylabel="test accuracy", title=title)
+
+
+def records(table: str, rows: list[dict], **extra) -> list[dict]:
+    """metrics.jsonl lines, one per trained network."""
+    return [{"table": table, **extra, "method": r["method"], "sparsity": r["sparsity"], "seed": s,
+             "test_accuracy": r["test_accuracy"][s], "train_accuracy": r["train_accuracy"][s]}
+            for r in rows for s in range(len(r["test_accuracy"]))]
+
+
+def summary(rows: list[dict]) -> str:
+    """One log line per method: mean ± std test accuracy at each sparsity."""
+    return "\n".join(f"  {r['method']:>22} @ {r['sparsity']}: {common.mean_std(r['test_accuracy'])}" for r in rows)
+
+
+def dataset_source(config, rows: autosparse.Dataset, layer_names: list[str]) -> dict:
+    """The ``source`` record of the dataset file: where the rows come from and what their columns are."""
+    keys = ("model", "dataset", "widths", "data_seed", "num_examples", "label_noise", "seed", "num_seeds", "rounds",
+            "prune_fraction", "rewind_step", "scope", "epochs", "batch_size", "optimizer", "learning_rate")
+    return {**{k: config[k] for k in keys}, "rows_per_seed": int(rows["y"].shape[1]),
+            "row_order": "seed, then prunable layer (leaf order, names in layer_names), then flat index",
+            "feature_columns": autosparse.FEATURES + autosparse.DESCRIPTORS, "layer_names": layer_names,
+            "gradient": f"d mean cross-entropy / d theta at init on {config.pai_batches} x {config.batch_size} "
+                        "training examples", "target": "survival count / rounds"}
+
+
+def run(config, workdir: str) -> dict:
+    """The ``autosparse`` experiment end to end (module docstring); returns the results for ``results.json``."""
+    log = common.Progress("autosparse")
+    target = (config.target_model or config.model, config.target_dataset or config.dataset)
+    transfers = list(dict.fromkeys(parse_target(spec) for spec in config.transfer_targets))
+    source_setup = common.setup(config)  # every dataset is loaded (and checked) before any work
+    setups = {t: common.setup(for_target(config, *t)) for t in dict.fromkeys([target] + transfers)}
+
+    log(f"source IRP: {config.model} on {config.dataset}, {config.num_seeds} seeds x 2 data orders x "
+        f"{config.rounds} rounds of {config.epochs} epochs")
+    seeds, survival, history, failed = source_irp(config, source_setup, log)
+    rows = jax.tree.map(np.asarray, seed_rows(config, source_setup, seeds, survival["first"]))
+    counts = {run: flat_survival(c, seeds.params) for run, c in survival.items()}
+    ccc = [float(stats.ccc(a / config.rounds, b / config.rounds)) for a, b in zip(counts["first"], counts["second"])]
+    held = config.num_seeds - 1
+    training_rows = jax.tree.map(lambda a: a[:held].reshape(-1, *a.shape[2:]), rows)
+    held_rows = jax.tree.map(lambda a: a[held], rows)
+
+    main_label = feature_label(config.feature_set)
+    labels = list(dict.fromkeys([main_label, *config.ablations]))
+    method_of = {label: "autosparse" if label == main_label else f"autosparse:{label}" for label in labels}
+    log(f"survival CCC between data orders {np.mean(ccc):.4f}; training {len(labels)} {config.predictor} "
+        f"predictors ({', '.join(labels)}) on {training_rows['y'].shape[0]} rows of {held} seeds")
+    key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    predictors = {label: fit_predictor(config, training_rows, tuple(label.split("+")), key) for label in labels}
+    predicted = {label: predict_rows(p, held_rows) for label, p in predictors.items()}
+    spearman = {label: float(stats.spearman(p, held_rows["y"])) for label, p in predicted.items()}
+    log("held-out seed, Spearman(predicted, true survival): "
+        + ", ".join(f"{label} {rho:.4f}" for label, rho in spearman.items()))
+
+    tables = {}
+    for (model, dataset), setup in setups.items():
+        chosen = labels if (model, dataset) == target else [main_label]
+        tables[(model, dataset)] = compare(for_target(config, model, dataset), setup,
+                                           {method_of[label]: predictors[label] for label in chosen}, log)
+        log(f"{model} on {dataset}, test accuracy (mean ± std over seeds):\n{summary(tables[(model, dataset)])}")
+
+    compared = (*config.methods, "autosparse")
+    by_method = {(r["method"], r["sparsity"]): r for r in tables[target]}
+    main_rows = [r for r in tables[target] if r["method"] in compared]
+    ablation = [{"features": label, "prediction_spearman": spearman[label], **by_method[(method_of[label], s)]}
+                for label in config.ablations for s in config.sparsities]
+    transfer = [{"target_model": m, "target_dataset": d, **r}
+                for m, d in transfers for r in tables[(m, d)] if r["method"] in compared]
+    results = {
+        "experiment": "autosparse",
+        "source": {"model": config.model, "dataset": config.dataset},
+        "target": {"model": target[0], "dataset": target[1]},
+        "ccc": float(np.mean(ccc)),
+        "ccc_per_seed": ccc,
+        "prediction_spearman": spearman[main_label],
+        "results": [{k: r[k] for k in ("method", "sparsity", "test_accuracy")} for r in main_rows],
+        "ablation": [{k: r[k] for k in ("features", "sparsity", "test_accuracy", "prediction_spearman")}
+                     for r in ablation],
+        "transfer": [{k: r[k] for k in ("target_model", "target_dataset", "method", "sparsity", "test_accuracy")}
+                     for r in transfer],
+        "source_irp_failed": failed,
+    }
+    if parallel.is_primary():
+        layer_names = masks.prunable_names(jax.tree.map(lambda p: p[0], seeds.params))
+        merged = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), rows)
+        autosparse.save_dataset(os.path.join(workdir, "autosparse_dataset.npz"), merged,
+                                dataset_source(config, rows, layer_names))
+        wd.save_npz(os.path.join(workdir, "irp_survival.npz"), counts)
+        metrics = [{"table": "source_irp", **m} for m in irp_experiment.metric_records(history)]
+        metrics += records("results", main_rows, model=target[0], dataset=target[1])
+        metrics += records("ablation", ablation, model=target[0], dataset=target[1])
+        for m, d in transfers:
+            metrics += records("transfer", [r for r in transfer if (r["target_model"], r["target_dataset"]) == (m, d)],
+                               model=m, dataset=d)
+        wd.append_jsonl(os.path.join(workdir, wd.METRICS), metrics)
+        plot_tendencies(os.path.join(workdir, "learning_tendencies.png"), held_rows,
+                        {f"predicted ({label})": p for label, p in predicted.items()})
+        plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,
+                      f"{target[0]} on {target[1]}: AutoSparse (from {config.model}/{config.dataset}), PaI, IMP")
+        for m, d in transfers:
+            plot_accuracy(os.path.join(workdir, f"accuracy_vs_sparsity_{m}_{d}.png"), tables[(m, d)],
+                          f"Transfer: {m} on {d} (AutoSparse from {config.model}/{config.dataset})")
+    log(f"done; outputs in {workdir}")
+    return results

@@ -1,0 +1,194 @@
+"""Experiment ``pai``: masks from pruning at initialization against pruning after training, at equal sparsity.
+
+For every method × sparsity, the masks of all seeds come from one vmapped call
+(:func:`jaxprune.experiments.masking.method_masks`; every method starts from the same initial weights), the
+masked networks are trained from those weights, all seeds vmapped, and evaluated on the train and test sets.
+``imp`` (iterative magnitude pruning with rewinding) is the after-training reference; ``dense_reference`` adds
+the unpruned network (method ``dense``, sparsity 0).
+
+Sanity ablations of Frankle et al. 2021 ("Pruning neural networks at initialization: why are we missing the
+mark?"), each adding rows ``'<method>+<ablation>'`` for every method except ``random`` (its own ablation):
+
+- ``shuffle``: permute each prunable layer's mask at random — same per-layer counts, chosen weights forgotten;
+- ``reinit``:  train the same mask from weights drawn with other keys (same data order) — the mask without the
+  initial values it was chosen for;
+- ``invert``:  keep the LOWEST scores (same scoring batches) — PaI methods only.
+
+A row whose mask leaves a prunable layer empty for some seed (layer collapse) lists it in ``collapsed_layers``
+and a warning is printed. Writes ``metrics.jsonl`` (one line per row and seed, with the per-epoch training
+curves), ``test_accuracy_vs_density.png``, ``train_accuracy_vs_density.png``; returns the ``results.json`` dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import masks, parallel, plotting, train, workdir as wd
+from jaxprune.config import check_methods, check_sparsities, validate_pruning
+from jaxprune.experiments import common, masking
+from jaxprune.experiments import irp as irp_experiment
+
+ABLATIONS = ("shuffle", "reinit", "invert")
+REINIT_STREAM = 2  # re-initialized weights of seed i: init from fold_in(key_i, REINIT_STREAM)
+SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
+
+
+def validate(config) -> None:
+    """methods ⊆ masking.METHODS, distinct sparsities in [0, 1), distinct ablations ⊆ ABLATIONS, pruning keys."""
+    check_methods(config, masking.METHODS)
+    check_sparsities(config)
+    if config.ablations != ():
+        check_methods(config, ABLATIONS, key="ablations")
+    validate_pruning(config)
+
+
+def ablation_applies(ablation: str, method: str) -> bool:
+    """Every ablation applies to every method but random; inversion only to the scores at initialization."""
+    return method != "random" and (ablation != "invert" or method not in masking.AFTER_TRAINING)
+
+
+def reinitialized(setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
+    """``seeds`` with weights initialized from fold_in(key, REINIT_STREAM) instead; data-order keys unchanged."""
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, REINIT_STREAM))(setup.keys)
+    fresh = common.init_seeds(dataclasses.replace(setup, keys=keys))
+    return seeds._replace(params=fresh.params, batch_stats=fresh.batch_stats, init_keys=fresh.init_keys)
+
+
+def shuffled(seeds: common.Seeds, stacked_masks: dict) -> dict:
+    """{sparsity: stacked masks} with every prunable layer's entries permuted (``masks.shuffle_within_layers``)."""
+    shuffle = jax.jit(jax.vmap(lambda m, p, k, i: masks.shuffle_within_layers(
+        m, p, jax.random.fold_in(jax.random.fold_in(k, SHUFFLE_STREAM), i)), in_axes=(0, 0, 0, None)))
+    return {s: shuffle(m, seeds.params, seeds.init_keys, i) for i, (s, m) in enumerate(stacked_masks.items())}
+
+
+def ablated(ablation: str, method: str, config, setup: common.Setup, seeds: common.Seeds,
+            stacked_masks: dict) -> tuple[common.Seeds, dict]:
+    """(initial weights, {sparsity: stacked masks}) that ``ablation`` trains in place of (seeds, stacked_masks)."""
+    if ablation == "shuffle":
+        return seeds, shuffled(seeds, stacked_masks)
+    if ablation == "reinit":
+        return reinitialized(setup, seeds), stacked_masks
+    return seeds, masking.method_masks(method, config, setup, seeds, list(stacked_masks), invert=True)
+
+
+def mask_report(stacked_mask, params) -> dict:
+    """Per seed: overall ``density``, ``layer_density`` {layer: [seeds]}, and ``collapsed_layers``
+    {layer: [seeds whose layer kept no weight]} (only the collapsed ones)."""
+    density = np.asarray(jax.vmap(masks.density)(stacked_mask, params))
+    layers = {k: np.asarray(v) for k, v in jax.vmap(masks.layer_density)(stacked_mask, params).items()}
+    collapsed = {k: np.flatnonzero(v == 0).tolist() for k, v in layers.items() if np.any(v == 0)}
+    return {"density": density, "layer_density": layers, "collapsed_layers": collapsed}
+
+
+def train_blocks(config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> list[dict]:
+    """``masking.train_masked`` of every sparsity's masks in ONE compiled call: the seeds tiled once per sparsity
+    along the seed axis, the masks concatenated; returns one per-seed output dict per sparsity."""
+    blocks = len(stacked_masks)
+    tiled = jax.tree.map(lambda x: jnp.concatenate([x] * blocks), seeds)
+    joined = jax.tree.map(lambda *m: jnp.concatenate(m), *stacked_masks.values())
+    out = masking.train_masked(config, setup, tiled, joined)
+    n = config.num_seeds
+    return [jax.tree.map(lambda v: v[b * n:(b + 1) * n], out) for b in range(blocks)]
+
+
+def evaluate_rows(method: str, config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict,
+                  log: common.Progress) -> list[dict]:
+    """Train every seed's masked network at every sparsity; one result row per sparsity (values per seed)."""
+    rows = []
+    for (sparsity, stacked), out in zip(stacked_masks.items(), train_blocks(config, setup, seeds, stacked_masks)):
+        report = mask_report(stacked, seeds.params)
+        rows.append({"method": method, "sparsity": float(sparsity), **report,
+                     **{k: out[k] for k in ("test_accuracy", "train_accuracy", "test_loss", "train_loss")},
+                     "failed_seeds": np.flatnonzero(out["failed_step"] >= 0).tolist(),
+                     "epoch_loss": out["epoch_loss"], "epoch_accuracy": out["epoch_accuracy"]})
+        for layer, bad in report["collapsed_layers"].items():
+            log(f"WARNING: layer collapse: {method} at sparsity {sparsity}: {layer} is empty for seeds {bad}")
+        log(f"{method:>18} sparsity {sparsity:<6} test acc {common.mean_std(out['test_accuracy'])}  "
+            f"train acc {common.mean_std(out['train_accuracy'])}")
+    return rows
+
+
+def method_rows(method: str, config, setup: common.Setup, seeds: common.Seeds,
+                log: common.Progress) -> list[dict]:
+    """The rows of ``method`` at every sparsity, then those of each ablation that applies to it."""
+    stacked_masks = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
+    rows = evaluate_rows(method, config, setup, seeds, stacked_masks, log)
+    for ablation in filter(lambda a: ablation_applies(a, method), config.ablations):
+        rows += evaluate_rows(f"{method}+{ablation}", config, setup,
+                              *ablated(ablation, method, config, setup, seeds, stacked_masks), log)
+    return rows
+
+
+def metric_records(rows: list[dict]) -> list[dict]:
+    """metrics.jsonl lines: one per (row, seed), with that seed's per-epoch training loss and accuracy."""
+    keys = ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "density", "epoch_loss", "epoch_accuracy")
+    return [{"method": r["method"], "sparsity": r["sparsity"], "seed": s, **{k: r[k][s] for k in keys}}
+            for r in rows for s in range(len(r["test_accuracy"]))]
+
+
+def curves(rows: list[dict], metric: str) -> dict:
+    """{label: (densities, values [seeds, n])} per method; the dense reference as a flat band across them."""
+    by_method = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    dense = by_method.pop("dense", None)
+    out = {m: ([1.0 - r["sparsity"] for r in rs], np.stack([r[metric] for r in rs], axis=1))
+           for m, rs in by_method.items()}
+    if dense:
+        lowest = min(min(d) for d, _ in out.values()) if out else 1.0
+        out["dense"] = ([1.0, lowest], np.stack([dense[0][metric]] * 2, axis=1))
+    return out
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """One line per method: mean ± std of the test accuracy at each sparsity."""
+    by_method = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(f"{r['sparsity']}: {common.mean_std(r['test_accuracy'])}")
+    return [f"{m:>18}  " + "  ".join(cells) for m, cells in by_method.items()]
+
+
+def run(config, workdir: str) -> dict:
+    """The ``pai`` experiment end to end; returns the results written to ``results.json``."""
+    log = common.Progress("pai")
+    setup = common.setup(config)
+    if "imp" in config.methods:
+        irp_experiment.check_rewind_step(config, train.steps_per_epoch(len(setup.dataset.y_train), config.batch_size))
+    seeds = common.init_seeds(setup)
+    log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)}, ablations {tuple(config.ablations)}, "
+        f"sparsities {tuple(config.sparsities)}; {config.model} {tuple(config.widths)} on {config.dataset} "
+        f"({len(setup.dataset.y_train)} train / {len(setup.dataset.y_test)} test), {config.epochs} epochs")
+    rows = []
+    if config.dense_reference:
+        rows += evaluate_rows("dense", config, setup, seeds, {0.0: jax.vmap(masks.ones)(seeds.params)}, log)
+    for method in config.methods:
+        rows += method_rows(method, config, setup, seeds, log)
+    results = {
+        "experiment": "pai",
+        "num_seeds": config.num_seeds,
+        "methods": list(config.methods),
+        "sparsities": list(config.sparsities),
+        "ablations": list(config.ablations),
+        "scope": config.scope,
+        "allocation": config.allocation,
+        "pai_batches": config.pai_batches,
+        "pai_batch_size": config.batch_size,
+        "synflow_rounds": config.synflow_rounds,
+        "grasp_temperature": config.grasp_temperature,
+        "imp": {"prune_fraction": config.prune_fraction, "rewind_step": config.rewind_step},
+        "results": [{k: v for k, v in r.items() if k not in ("epoch_loss", "epoch_accuracy")} for r in rows],
+    }
+    if parallel.is_primary():
+        wd.append_jsonl(os.path.join(workdir, wd.METRICS), metric_records(rows))
+        for metric in ("test_accuracy", "train_accuracy"):
+            plotting.lines_vs_density(
+                os.path.join(workdir, f"{metric}_vs_density.png"), curves(rows, metric),
+                ylabel=metric.replace("_", " "),
+                title=f"{config.model} on {config.dataset}: mean ± std over {config.num_seeds} seeds")
+    for line in ["test accuracy (mean ± std over seeds) by sparsity:", *summary_table(rows), f"outputs in {workdir}"]:
+        log(line)
+    return results

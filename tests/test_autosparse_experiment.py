@@ -1,0 +1,198 @@
+"""Tests of the AutoSparse experiment: layer depth in execution order, exact sparsity of AutoSparse masks through
+masking, and a tiny in-process run checked against written-down definitions (CCC, dataset rows)."""
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.autosparse import get_config
+from jaxprune import autosparse, masks, models, train
+from jaxprune.config import validate_common
+from jaxprune.errors import ConfigError
+from jaxprune.experiments import autosparse as experiment
+from jaxprune.experiments import common, masking
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(dataset="gaussian", num_examples=192, num_test=96, input_dim=8, num_classes=3, widths=(16,), epochs=1,
+            batch_size=32, num_seeds=2, rounds=2, sparsities=(0.5, 0.9), methods=("random",),
+            ablations=("param", "param+grad"), predictor_hidden=(8,), predictor_steps=10, predictor_batch_size=256,
+            transfer_targets=("lenet300_100:gaussian",))
+
+
+def untrained_predictor(feature_set=autosparse.FEATURES, descriptors=True) -> autosparse.PredictorState:
+    """A predictor with random weights and unit standardization: scores some fixed function of the features."""
+    width = autosparse.num_features(feature_set, descriptors)
+    net = autosparse.ScoreNet((8,), 0)
+    return autosparse.PredictorState(net.init(jax.random.key(3), jnp.zeros((1, 1, width))), jnp.zeros(width),
+                                     jnp.ones(width), "mlp", (8,), feature_set, descriptors)
+
+
+def tiny_config(**overrides):
+    config = get_config()
+    config.update({**TINY, **overrides})
+    validate_common(config)
+    experiment.validate(config)
+    return config
+
+
+def kernel_depths(model, x_shape) -> dict[str, int]:
+    """{prunable kernel name: execution_order depth} from shapes only (jax.eval_shape)."""
+    params, batch_stats = jax.eval_shape(lambda k: train.init_variables(model, k, jnp.zeros(x_shape[1:])),
+                                         jax.random.key(0))
+    batch_stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), batch_stats)
+    apply_fn = train.apply_fn_for(model, batch_stats)
+    x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+    depth = autosparse.execution_order(apply_fn, params, x)
+    assert autosparse.execution_order(jax.jit(apply_fn), params, x) == depth  # read through a nested jit
+    return dict(zip(masks.prunable_names(params), depth))
+
+
+def test_depth_follows_execution_not_leaf_order():
+    vgg = kernel_depths(models.create("vgg16", 10), (1, 32, 32, 3))
+    assert vgg == {**{f"Conv_{i}/kernel": i for i in range(13)}, "Dense_0/kernel": 13}  # Conv_10 is 11th, not 3rd
+    resnet = kernel_depths(models.create("resnet18", 10), (1, 32, 32, 3))
+    assert resnet["Conv_0/kernel"] == 0 and resnet["Dense_0/kernel"] == len(resnet) - 1  # stem first, head last
+    blocks = [(int(name.split("/")[0].split("_")[1]), depth) for name, depth in resnet.items() if "Block" in name]
+    assert [b for b, _ in sorted(blocks, key=lambda bd: bd[1])] == sorted(b for b, _ in blocks)
+
+
+class Reversed(nn.Module):
+    """Two Dense layers whose names sort opposite to the order they run in."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="a_last")(nn.relu(nn.Dense(5, name="z_first")(x)))
+
+
+def test_score_uses_execution_depth():
+    model = Reversed()
+    x, y = jax.random.normal(jax.random.key(0), (6, 4)), jnp.arange(6) % 3
+    params = model.init(jax.random.key(1), x)["params"]
+    apply_fn = lambda p, x: model.apply({"params": p}, x)  # noqa: E731
+    depth = autosparse.execution_order(apply_fn, params, x)
+    assert masks.prunable_names(params) == ["a_last/kernel", "z_first/kernel"] and depth == (1, 0)
+    grads = autosparse.init_gradients(apply_fn, params, (x, y))
+    rows = autosparse.build_dataset(params, grads, jax.tree.map(lambda p: jnp.ones(p.shape, jnp.int32), params), 1,
+                                    depth=depth)
+    np.testing.assert_array_equal(rows["x"][:, 2], np.where(rows["layer"] == 0, 0.5, 0.0))  # depth / 2 layers
+    state = untrained_predictor()
+    scores = autosparse.score(state, apply_fn, params, (x, y), None)
+    expected = [autosparse.predict(state, f.reshape(-1, 6)).reshape(f.shape[:-1])
+                for f in autosparse.features(params, grads, depth=depth)]
+    for s, e in zip(masks.prunable_leaves(scores, params), expected):
+        np.testing.assert_allclose(s, e, rtol=1e-5)
+
+
+def test_select_features_picks_columns():
+    rows = {"x": np.arange(12.0).reshape(2, 6), "y": np.zeros(2)}
+    np.testing.assert_array_equal(autosparse.select_features(rows, ("grad",), False)["x"], [[1.0], [7.0]])
+    np.testing.assert_array_equal(autosparse.select_features(rows, ("grad", "param"), True)["x"],
+                                  [[1, 0, 2, 3, 4, 5], [7, 6, 8, 9, 10, 11]])
+    with pytest.raises(ConfigError, match="columns"):
+        autosparse.select_features({"x": np.zeros((2, 3))}, ("param",), False)
+
+
+def test_autosparse_masks_hit_sparsity_exactly_through_masking():
+    config = tiny_config()
+    setup = common.setup(config)
+    seeds = common.init_seeds(setup)
+    predictor = untrained_predictor()
+    sparsities = (0.5, 0.9, 0.973)
+    stacked = masking.method_masks("autosparse", config, setup, seeds, sparsities, predictor=predictor)
+    inverted = masking.method_masks("autosparse", config, setup, seeds, (0.5,), invert=True, predictor=predictor)
+    one = jax.tree.map(lambda p: p[0], seeds.params)
+    total = masks.count(masks.ones(one), one)[1]
+    for s in sparsities:
+        for seed in range(config.num_seeds):
+            mask = jax.tree.map(lambda m: m[seed], stacked[s])
+            assert int(masks.count(mask, one)[0]) == round((1 - s) * total)
+            assert all(bool(m.all()) for m, keep in zip(jax.tree.leaves(mask), jax.tree.leaves(masks.prunable(one)))
+                       if not keep)
+    kept, flipped = (masks.prunable_leaves(m[0.5], seeds.params) for m in (stacked, inverted))
+    assert not any(bool(jnp.any(a & b)) for a, b in zip(kept, flipped))  # half kept, the other half when inverted
+    with pytest.raises(ConfigError, match="predictor"):
+        masking.method_masks("autosparse", config, setup, seeds, (0.5,))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("autosparse"))
+    config = tiny_config()
+    return config, workdir, experiment.run(config, workdir)
+
+
+def lin_ccc(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return 2 * np.mean((a - a.mean()) * (b - b.mean())) / (a.var() + b.var() + (a.mean() - b.mean()) ** 2)
+
+
+def test_tiny_run_dataset_and_ccc(tiny_run):
+    config, workdir, results = tiny_run
+    survival = np.load(os.path.join(workdir, "irp_survival.npz"))
+    first, second = survival["first"], survival["second"]
+    assert first.shape == second.shape and first.min() >= 0 and first.max() <= config.rounds
+    expected = np.mean([lin_ccc(a / config.rounds, b / config.rounds) for a, b in zip(first, second)])
+    np.testing.assert_allclose(results["ccc"], expected, rtol=1e-5)
+    rows, source = autosparse.load_dataset(os.path.join(workdir, "autosparse_dataset.npz"))
+    assert source["model"] == "mlp" and source["dataset"] == "gaussian" and source["rounds"] == config.rounds
+    assert source["feature_columns"] == list(autosparse.FEATURES + autosparse.DESCRIPTORS)
+    np.testing.assert_array_equal(rows["y"], (first.ravel() / config.rounds).astype(np.float32))
+    params = common.init_seeds(common.setup(config)).params  # the same initial weights again
+    theta = np.concatenate([np.asarray(k).reshape(config.num_seeds, -1) for k in masks.prunable_leaves(
+        params, jax.tree.map(lambda p: p[0], params))], axis=1)
+    np.testing.assert_array_equal(rows["x"][:, 0], theta.ravel())
+    assert source["rows_per_seed"] == theta.shape[1]
+    assert -1 <= results["prediction_spearman"] <= 1
+
+
+def test_tiny_run_tables_and_outputs(tiny_run):
+    config, workdir, results = tiny_run
+    methods = (*config.methods, "autosparse")
+    assert [(r["method"], r["sparsity"]) for r in results["results"]] == [
+        (m, s) for m in methods for s in config.sparsities]
+    for table in ("results", "ablation", "transfer"):
+        for r in results[table]:
+            acc = np.asarray(r["test_accuracy"])
+            assert acc.shape == (config.num_seeds,) and np.all((acc >= 0) & (acc <= 1))
+    assert [(r["features"], r["sparsity"]) for r in results["ablation"]] == [
+        (f, s) for f in config.ablations for s in config.sparsities]
+    both = [r for r in results["ablation"] if r["features"] == "param+grad"]
+    autos = [r for r in results["results"] if r["method"] == "autosparse"]
+    assert [r["test_accuracy"].tolist() for r in both] == [r["test_accuracy"].tolist() for r in autos]
+    assert {(r["target_model"], r["method"]) for r in results["transfer"]} == {("lenet300_100", m) for m in methods}
+    for name in ("learning_tendencies.png", "accuracy_vs_sparsity.png",
+                 "accuracy_vs_sparsity_lenet300_100_gaussian.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        tables = [json.loads(line)["table"] for line in f]
+    trained = len(methods) * len(config.sparsities) * config.num_seeds
+    assert tables.count("results") == trained and tables.count("transfer") == trained
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("predictor", "resnet", "predictor"),
+    ("ablations", ("param+hessian",), "ablations"),
+    ("feature_set", ("grad", "grad"), "feature_set"),
+    ("transfer_targets", ("vgg16",), "transfer_targets"),
+    ("num_seeds", 1, "num_seeds"),
+    ("target_model", "alexnet", "target_model"),
+    ("methods", ("snip", "autosparse"), "methods"),
+])
+def test_validate_rejects_bad_keys(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(**{key: value})
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path):
+    """Passes once the lead registers the experiment in jaxprune/experiments/__init__.py."""
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxprune.main", "--config=configs/autosparse.py", f"--workdir={tmp_path}/run",
+         "--config.predictor=resnet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "config.predictor='resnet'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
