@@ -1,5 +1,12 @@
 """Experiments by name: each module has ``validate(config)`` (raises ConfigError, writes nothing) and
 ``run(config, workdir) -> results`` (the dict ``jaxprune.main`` writes to results.json)."""
-from jaxprune.experiments import autosparse, irp, mutual_information, pai
+from jaxprune.experiments import autosparse, irp, memorization, mutual_information, noise_correlation, pai
 
-REGISTRY = {"irp": irp, "pai": pai, "mutual_information": mutual_information, "autosparse": autosparse}
+REGISTRY = {
+    "irp": irp,
+    "pai": pai,
+    "memorization": memorization,
+    "noise_correlation": noise_correlation,
+    "mutual_information": mutual_information,
+    "autosparse": autosparse,
+}

@@ -1,0 +1,99 @@
+"""No Free Prune's robustness check: empirical Lipschitz constants against the Law-of-Robustness scale.
+
+Law of Robustness (Bubeck & Sellke 2021) with No Free Prune's effective parameter count (Kumar, Luo, Sellke
+2024): a network that fits n noisy points in d dimensions (inputs c/d-isoperimetric, e.g. x ~ N(0, I/d) as in
+:mod:`jaxprune.data.gaussian`) below the noise level σ has, up to constants and log factors,
+
+    Lip(f) ≳ σ · sqrt(n · d / p_eff),    p_eff = E‖m‖₀ + I(m; D),
+
+‖m‖₀ the network's parameters left by its mask m (biases and other unpruned parameters included) and I(m; D)
+the mutual information between mask and data. :func:`robustness_scale` is the right-hand side *without its
+constant*, a scale to compare measured Lipschitz constants against, not a numeric lower bound.
+
+Two measurements of the Lipschitz constant (ℓ2 → ℓ2) of one trained network f: R^d → R^K (the logits, or the
+regression output):
+
+- :func:`input_jacobian_norms`: ‖J_f(x_i)‖₂ (largest singular value of the input Jacobian; the gradient norm
+  when K = 1) at data points. For differentiable f, Lip(f) = sup_x ‖J_f(x)‖₂, so the max over the data is a
+  LOWER estimate of Lip(f) (exact for a linear map).
+- :func:`spectral_norm_product`: Π_l ‖W_l‖₂ over the Dense kernels, an UPPER bound for an MLP
+  f = W_L σ(… σ(W_1 x + b_1) …) + b_L with 1-Lipschitz σ (ReLU): J_f(x) = W_Lᵀ D_{L−1} … D_1 W_1ᵀ with
+  diagonal 0/1 matrices D_l, so ‖J_f(x)‖₂ ≤ Π ‖W_l‖₂.
+
+The MI term is estimated by :mod:`jaxprune.mi` from mask ensembles over dataset draws; experiments that do not
+estimate it pass ``mi_bits=None`` and report ``p_eff_mi_term: null`` ("MI term not estimated"), i.e. p_eff is
+the density term alone. Every function is for one network; lift with ``jax.vmap``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import masks
+from jaxprune.errors import ConfigError
+
+PyTree = Any
+MI_NOT_ESTIMATED = "MI term not estimated: p_eff is the density term E||m||_0 alone"
+
+
+def input_jacobian_norms(apply_fn: Callable, params: PyTree, x: jax.Array, chunk: int = 256) -> jax.Array:
+    """‖∂f(x_i)/∂x_i‖₂ (spectral norm of the K × d input Jacobian) for every row x_i of ``x`` [N, ...].
+
+    ``apply_fn(params, x_batch) -> [B, K]``; rows are processed ``chunk`` at a time (``lax.map``).
+    """
+    def one(xi):
+        jac = jax.jacrev(lambda v: apply_fn(params, v[None])[0])(xi)
+        return jnp.linalg.norm(jac.reshape(jac.shape[0], -1), ord=2)
+
+    return jax.lax.map(one, x, batch_size=min(chunk, x.shape[0]))
+
+
+def spectral_norm_product(params: PyTree) -> float:
+    """Π_l ‖W_l‖₂ over the prunable (Dense) kernels: an upper bound on Lip(f) for a ReLU MLP (module docstring).
+
+    Pass one network's (masked) trained parameters. Computed on the host in float64 with LAPACK (exact up to
+    rounding, so the bound stays a bound; XLA's batched CPU SVD is ~100x slower). Raises ConfigError for kernels
+    that are not 2-D (convolutions: the operator norm of a convolution is not the norm of its kernel tensor).
+    """
+    kernels = masks.prunable_leaves(params, params)
+    if any(np.ndim(w) != 2 for w in kernels):
+        raise ConfigError("spectral_norm_product: defined for MLPs (2-D Dense kernels) only, not convolutions")
+    return float(np.prod([np.linalg.norm(np.asarray(w, np.float64), ord=2) for w in kernels]))
+
+
+def nonzero_parameters(mask: PyTree) -> jax.Array:
+    """‖m‖₀ over every parameter: kept prunable weights plus all unpruned leaves (biases, normalization)."""
+    return sum(jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(mask))
+
+
+def random_label_std(num_classes: int) -> float:
+    """σ of uniformly random labels as one-hot vectors: E‖e_y − E e_y‖² = Σ_k (1/K)(1 − 1/K) = 1 − 1/K."""
+    return float(np.sqrt(1.0 - 1.0 / num_classes))
+
+
+def robustness_scale(sigma: float, num_examples: int, input_dim: int, p_eff: float) -> float:
+    """σ · sqrt(n · d / p_eff): the Law-of-Robustness scale of Lip(f), without its constant."""
+    return float(sigma * np.sqrt(num_examples * input_dim / p_eff))
+
+
+def summary(nonzero_counts, lipschitz_lower, lipschitz_upper, *, sigma: float, num_examples: int,
+            input_dim: int, mi_bits: float | None = None) -> dict:
+    """JSON-able robustness record of one (method, sparsity) over seeds.
+
+    ``nonzero_counts`` [seeds]: ‖m‖₀ of each seed's mask; ``lipschitz_lower`` [seeds]: max input-Jacobian
+    norm over the training set; ``lipschitz_upper`` [seeds] or None (not an MLP). p_eff = mean ‖m‖₀ + mi_bits.
+    """
+    density_term = float(np.mean(nonzero_counts))
+    p_eff = density_term + (mi_bits or 0.0)
+    return {
+        "p_eff": p_eff,
+        "p_eff_density_term": density_term,
+        "p_eff_mi_term": mi_bits,
+        "p_eff_note": MI_NOT_ESTIMATED if mi_bits is None else "p_eff = E||m||_0 + I(m; D) (MI in bits)",
+        "robustness_scale": robustness_scale(sigma, num_examples, input_dim, p_eff),
+        "lipschitz_input_gradient": np.asarray(lipschitz_lower, np.float64),
+        "lipschitz_spectral_bound": None if lipschitz_upper is None else np.asarray(lipschitz_upper, np.float64),
+    }

@@ -1,0 +1,149 @@
+"""Memorization: random labels, the convergence rule (hand-made sequences, per-seed freezing), a tiny run, the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import memorization as memorization_config
+from jaxprune import masks, train
+from jaxprune.errors import ConfigError
+from jaxprune.experiments import common
+from jaxprune.experiments import memorization as mem
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(num_examples=128, num_test=16, input_dim=8, num_classes=4, widths=(16,), num_seeds=2, epochs=2,
+            batch_size=32, max_epochs=6, methods=("imp", "snip", "random"), sparsities=(0.5, 0.8),
+            prune_fraction=0.5)
+
+
+def tiny_config(**overrides):
+    c = memorization_config.get_config()
+    c.update(TINY | overrides)
+    return c
+
+
+def test_random_labels_are_fixed_by_data_seed_uniform_and_independent_of_x():
+    config = tiny_config(num_examples=2000, num_test=2000, input_dim=4)
+    a, b = mem.random_label_dataset(config), mem.random_label_dataset(config)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert not np.array_equal(a.y_train, mem.random_label_dataset(tiny_config(data_seed=1)).y_train)
+    counts = np.bincount(a.y_train, minlength=4)
+    assert np.sum((counts - 500) ** 2 / 500) < 16.3  # chi-square, 3 dof: p = 0.001
+
+    def nearest_neighbour_accuracy(ds):  # 1-NN from train to test: chance (1/K) iff labels ignore x
+        d2 = ((ds.x_test[:, None] - ds.x_train[None]) ** 2).sum(-1)
+        return np.mean(ds.y_train[d2.argmin(1)] == ds.y_test)
+
+    assert abs(nearest_neighbour_accuracy(a) - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 2000)
+    teacher = mem.data.load(tiny_config(num_examples=2000, num_test=2000, input_dim=4, labels="teacher"))
+    assert nearest_neighbour_accuracy(teacher) > 0.5  # the same probe detects labels that depend on x
+
+
+def test_real_datasets_get_every_training_label_redrawn():
+    config = tiny_config(dataset="mnist1d", num_examples=1000, num_test=100)
+    ds = mem.random_label_dataset(config)
+    assert ds.corrupted.all()
+    assert abs(np.mean(ds.y_train == ds.clean_y_train) - 0.1) < 0.04  # agrees with the true class by chance only
+    np.testing.assert_array_equal(ds.y_train, mem.random_label_dataset(config).y_train)
+
+
+def first_stop(rule, losses, accuracies, max_epochs=12):
+    pad = lambda v: jnp.pad(jnp.asarray(v, jnp.float32), (0, max_epochs - len(v)), constant_values=jnp.nan)  # noqa
+    for e in range(1, len(losses) + 1):
+        if mem.should_stop(rule, pad(losses), pad(accuracies), jnp.int32(e)):
+            return e
+    return None
+
+
+def test_convergence_rule_on_hand_made_sequences():
+    rule = mem.StopRule(loss_tol=0.01, loss_window=1, accuracy_patience=3, accuracy_tol=0.0)  # the paper's rule
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    # Loss moves by 0.5, 0.3, 0.005: stop after epoch 4.
+    assert first_stop(rule, [2.0, 1.5, 1.2, 1.195, 1.0, 0.8, 0.6], rising) == 4
+    # Loss moves by 0.1 every epoch; accuracy equals A_3 at epochs 4, 5, 6: flat for 3 epochs after epoch 6.
+    steady = [2.0 - 0.1 * e for e in range(7)]
+    assert first_stop(rule, steady, [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.4]) == 6
+    assert first_stop(rule, steady, [0.1, 0.2, 0.3, 0.3, 0.3, 0.31, 0.31]) is None  # two flat epochs only
+    assert first_stop(rule._replace(accuracy_tol=0.02), steady, [0.1, 0.2, 0.3, 0.3, 0.3, 0.31, 0.31]) == 6
+    assert first_stop(rule, steady, rising) is None
+    # Over a window of 3 epochs: |L_e − L_{e−3}| = 0.009 first at e = 6 (1.0 → 0.991); not before min_epochs.
+    slow = [2.0, 1.5, 1.0, 0.998, 0.995, 0.991, 0.99]
+    assert first_stop(rule._replace(loss_window=3), slow, rising) == 6
+    assert first_stop(rule, slow, rising) == 4
+    assert first_stop(rule._replace(min_epochs=5), slow, rising) == 5
+
+
+def test_vmapped_training_freezes_each_seed_at_its_own_stopping_epoch():
+    config = tiny_config(num_examples=64, batch_size=16, labels="teacher", learning_rate=0.01)
+    setup = common.setup(config)
+    seeds = common.init_seeds(setup)
+    dense = jax.vmap(masks.ones)(seeds.params)
+    sparse = jax.vmap(lambda p: masks.from_scores(jax.tree.map(jnp.abs, p), p, 0.97))(seeds.params)
+    # Seed 0 dense, seed 1 nearly empty: its loss flattens at once, the dense one's keeps falling (teacher labels).
+    grid = jax.tree.map(lambda d, s: jnp.stack([d[0], s[1]]), dense, sparse)
+    tx = train.optimizer_from_config(config, 4)
+    rule = mem.StopRule(0.02, 1, 3, 0.0)
+    fit = lambda p, bs, m, k: mem.train_until_converged(  # noqa: E731
+        train.init_state(masks.apply(p, m), bs, tx), m, setup.train_data, k, model=setup.model, tx=tx,
+        batch_size=16, max_epochs=30, rule=rule)
+    states, history, epochs = jax.jit(jax.vmap(fit))(seeds.params, seeds.batch_stats, grid, seeds.order_keys)
+    assert epochs[0] != epochs[1] and all(1 < e < 30 for e in epochs)
+    for i in range(2):
+        e = int(epochs[i])
+        assert np.isfinite(history["loss"][i, :e]).all() and np.isnan(history["loss"][i, e:]).all()
+        assert mem.should_stop(rule, history["loss"][i], history["accuracy"][i], e)
+        m = jax.tree.map(lambda x: x[i], grid)
+        p = masks.apply(jax.tree.map(lambda x: x[i], seeds.params), m)
+        reference, _, _ = train.train(train.init_state(p, {}, tx), m, setup.train_data, seeds.order_keys[i],
+                                      model=setup.model, tx=tx, epochs=e, batch_size=16)
+        for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(reference.params)):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("memorization"))
+    config = tiny_config()
+    mem.validate(config)
+    return config, workdir, mem.run(config, workdir)
+
+
+def test_tiny_run_reports_every_method_sparsity_and_seed(tiny_run):
+    config, workdir, results = tiny_run
+    cells = {(r["method"], r["sparsity"]) for r in results["results"]}
+    assert cells == {("dense", 0.0)} | {(m, s) for m in config.methods for s in config.sparsities}
+    # 8·16 + 16·4 kernel weights, 16 + 4 biases: ‖m‖₀ = round((1 − s) · 192) + 20.
+    for r in results["results"]:
+        assert r["p_eff_density_term"] == round((1 - r["sparsity"]) * 192) + 20 and r["p_eff_mi_term"] is None
+        acc, epochs = np.asarray(r["train_accuracy"]), np.asarray(r["epochs"])
+        assert acc.shape == epochs.shape == (2,) and ((0 <= acc) & (acc <= 1)).all()
+        assert ((1 <= epochs) & (epochs <= config.max_epochs)).all()
+        assert (np.asarray(r["lipschitz_input_gradient"]) <= np.asarray(r["lipschitz_spectral_bound"]) * 1.0001).all()
+    assert {"memorization_vs_density.png", "metrics.jsonl"} <= set(os.listdir(workdir))
+    assert [o["sparsity"] for o in results["ordering"]] == list(config.sparsities)
+
+
+@pytest.mark.parametrize("key,value,needle", [("labels", "teacher", "labels"), ("label_noise", 0.2, "label_noise"),
+                                              ("methods", ("snip", "foo"), "methods"), ("loss_tol", -1.0, "loss_tol"),
+                                              ("loss_window", 0, "loss_window"), ("min_epochs", -1, "min_epochs"),
+                                              ("lr_schedule", "cosine", "lr_schedule"), ("task", "regression", "task")])
+def test_validation_names_the_key(key, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        mem.validate(tiny_config(**{key: value}))
+
+
+def test_cli_writes_results(tmp_path):
+    """Passes once ``memorization`` is registered in jaxprune/experiments/__init__.py."""
+    args = [f"--config.{k}={v}" for k, v in TINY.items() if k != "methods"] + ["--config.methods=('snip','random')"]
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "jaxprune.main", "--config=configs/memorization.py",
+                           f"--workdir={tmp_path / 'run'}", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.load(open(tmp_path / "run" / "results.json"))
+    assert len(results["results"]) == 1 + 2 * len(TINY["sparsities"])

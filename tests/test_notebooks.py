@@ -1,0 +1,125 @@
+"""The Colab notebooks (stored without outputs, executed here in a fresh kernel from the repository root) and
+the README gallery script (``scripts/make_gallery.py --quick --only irp`` end to end)."""
+from __future__ import annotations
+
+import filecmp
+import glob
+import importlib
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from unittest import mock
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from jaxprune import config as config_lib
+from jaxprune.experiments import REGISTRY
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = ("01_quickstart", "02_irp_and_autosparse", "03_no_free_prune")
+CELL_TIMEOUT_S = 300
+
+
+def read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(os.path.join(REPO, "notebooks", f"{name}.ipynb"), as_version=4)
+
+
+def code_cells(notebook: nbformat.NotebookNode) -> list:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def load_gallery():
+    spec = importlib.util.spec_from_file_location("make_gallery", os.path.join(REPO, "scripts", "make_gallery.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_notebooks_are_the_three_and_have_no_outputs():
+    stored = sorted(os.path.basename(p)[:-len(".ipynb")] for p in glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
+    assert stored == sorted(NOTEBOOKS)
+    for name in NOTEBOOKS:
+        notebook = read(name)
+        nbformat.validate(notebook)
+        for cell in code_cells(notebook):
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs ({cell.source[:60]!r})"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_first_cell_installs_on_colab_only(name):
+    """Run locally (no google.colab module), the install cell starts no process; on Colab it pip-installs."""
+    source = code_cells(read(name))[0].source
+    assert '"google.colab" in sys.modules' in source and "pip" in source
+    with mock.patch("subprocess.run") as run:
+        exec(compile(source, name, "exec"), {})
+    run.assert_not_called()
+    with mock.patch("subprocess.run") as run, mock.patch.dict(sys.modules, {"google.colab": mock.MagicMock()}), \
+            mock.patch("os.chdir"), mock.patch("os.path.isdir", return_value=False):
+        exec(compile(source, name, "exec"), {})
+    assert any("pip" in call.args[0] for call in run.call_args_list)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_small_settings_are_the_default(name):
+    sources = [cell.source for cell in code_cells(read(name))]
+    assert sum("PAPER_SCALE = False" in s for s in sources) == 1
+    assert not any("PAPER_SCALE = True" in s for s in sources)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_a_fresh_kernel_and_draws_its_figures(name):
+    notebook = read(name)
+    NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                   resources={"metadata": {"path": REPO}}).execute()  # raises CellExecutionError on any error
+    outputs = [o for cell in code_cells(notebook) for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_gallery_quick_overrides_are_valid_configs_of_every_experiment():
+    gallery = load_gallery()
+    assert set(REGISTRY) <= set(gallery.QUICK)
+    for name, overrides in gallery.QUICK.items():
+        spec = importlib.util.spec_from_file_location(f"config_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config()
+        assert config.experiment == name
+        config.update({**gallery.QUICK_COMMON, **overrides})  # raises on a key the config does not have
+        config_lib.validate_common(config)
+        importlib.import_module(f"jaxprune.experiments.{name}").validate(config)
+
+
+def test_gallery_command_is_the_cli_with_the_quick_overrides():
+    gallery = load_gallery()
+    assert gallery.command("irp", "runs/gallery", quick=False) == [
+        "python", "-m", "jaxprune.main", "--config=configs/irp.py", "--workdir=runs/gallery/irp"]
+    quick = gallery.command("irp", "r", quick=True)
+    assert "--config.rounds=2" in quick and "--config.widths=(16,)" in quick and "--config.num_seeds=2" in quick
+    for name in gallery.QUICK:  # the printed line is the command a shell would run
+        cmd = gallery.command(name, "runs/gallery_quick", quick=True)
+        assert shlex.split(gallery.shell_line(cmd)) == cmd
+    with pytest.raises(SystemExit) as exit_info:
+        gallery.parse_args(["--only", "no_such_experiment"])
+    assert exit_info.value.code == 2
+
+
+def test_gallery_quick_only_irp_runs_the_cli_and_copies_its_figures(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "gallery"
+    out.mkdir()
+    (out / "irp-stale.png").write_bytes(b"old")  # a figure an earlier version made: removed
+    (out / "pai-test_accuracy_vs_density.png").write_bytes(b"other")  # another experiment's: kept
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_gallery.py"), "--quick", "--only",
+                           "irp", "--runs", str(runs), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"$ python -m jaxprune.main --config=configs/irp.py --workdir={runs}/irp" in proc.stdout
+    made = sorted(os.path.basename(p) for p in glob.glob(str(runs / "irp" / "*.png")))
+    assert made == ["accuracy_vs_density.png", "survival_histogram.png"]
+    assert sorted(os.listdir(out)) == ["irp-" + m for m in made] + ["pai-test_accuracy_vs_density.png"]
+    for m in made:
+        assert filecmp.cmp(runs / "irp" / m, out / f"irp-{m}", shallow=False)
+    assert (runs / "irp" / "results.json").exists()
