@@ -1,0 +1,237 @@
+"""Many seeds at once on one machine: vmapped S seeds vs a per-seed loop, achieved FLOP/s vs the matmul peak, and
+memory per seed, all measured side by side in one run.
+
+Workload: the default IRP config's training (``configs/irp.py``: MLP 40-200-200-10 on MNIST-1D, batch 64, Adam
+lr 1e-3, dense mask) as :func:`jaxprune.train.train` for ``--epochs`` epochs, one compiled program per call.
+
+* vmapped: ``jit(vmap(train))`` over the first S seeds of one initialization; loop: ``jit(train)`` for one seed,
+  compiled once and called once per seed (inputs pre-sliced, outputs awaited only at the end, so dispatch overlaps
+  compute). Rates are seed-steps/s (S x optimizer steps / wall seconds), median [min, max] over ``--repeats``
+  interleaved timed calls of each, after a compile call; CPU-µs per seed-step is the process CPU time (all
+  threads) per seed-step, steadier than wall time when other jobs share the cores.
+* FLOPs per seed-step: XLA's count, ``jit(vmap(train_step)).lower(...).compile().cost_analysis()['flops'] / S``
+  (one step; a scan body is counted once, not per iteration), beside the hand count of the matmuls:
+  forward 2·B·P, weight gradients 2·B·P, input gradients 2·B·(P − d·w₁) (none for the input layer), so
+  2·B·(3P − d·w₁) with P = Σ fan_in·fan_out of the kernels, B the batch, d·w₁ the first kernel.
+* matmul peak: the best of ``--repeats`` timed chains of 4 n x n float32 matmuls (n = ``--matmul-size``), timed
+  before and after the training runs of the same process; "small matmul" is the step's largest matmul shape,
+  [S, B, w] @ [S, w, w] batched over seeds, chained the same way.
+* memory: ``compile().memory_analysis()`` of the vmapped program: argument + output + temporary − aliased bytes;
+  per seed = total / S, and the marginal cost of a seed = (total(S) − total(S₁)) / (S − S₁) against the first S.
+
+Run: ``python benchmarks/bench_seeds.py`` (about 3 minutes on 2 busy cores); ``--smoke`` is a seconds-long check.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import data, masks, train
+from jaxprune.experiments import common
+
+IRP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "irp.py"
+
+
+def irp_config(**overrides):
+    """The default IRP config (``configs/irp.py``) with ``overrides``."""
+    spec = importlib.util.spec_from_file_location("irp_config", IRP_CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.update(overrides)
+    return config
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all this process's threads) of one call of ``fn``, waited on until its
+    outputs are ready. On a shared machine CPU time is the steadier figure: other jobs stretch wall time."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def wall_times(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall seconds of each of ``repeats`` calls of ``fn``."""
+    return [timed(fn)[0] for _ in range(repeats)]
+
+
+def spread(values: Sequence[float], fmt: str = ".0f") -> str:
+    """'median [min, max]' of ``values``."""
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages (other jobs sharing the cores) and the core count."""
+    with open("/proc/loadavg") as f:
+        return f"load average {' '.join(f.read().split()[:3])} on {os.cpu_count()} cores"
+
+
+class Workload(NamedTuple):
+    """The data, model, optimizer and initial weights of every seed count measured (the largest; seed i is the
+    same network in every sweep, see :func:`jaxprune.experiments.common.seed_keys`), and the one-seed run."""
+
+    config: object  # ml_collections.ConfigDict
+    setup: common.Setup
+    seeds: common.Seeds
+    tx: object
+    steps: int  # optimizer steps per seed in one run
+    run: Callable  # (params, batch_stats, order key, data) -> (final params, epoch metrics), one seed
+
+
+def workload(args: argparse.Namespace, dataset) -> Workload:
+    """Dense training of the IRP config's model for ``args.epochs`` epochs, for up to ``max(args.seeds)`` seeds."""
+    config = irp_config(num_seeds=max(args.seeds), **args.overrides)
+    setup = common.setup(config, dataset)
+    spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
+    tx = train.optimizer_from_config(config, spe)
+
+    def run(params, batch_stats, key, data):
+        state = train.init_state(params, batch_stats, tx)
+        state, metrics, _ = train.train(state, masks.ones(params), data, key, model=setup.model, tx=tx,
+                                        epochs=args.epochs, batch_size=config.batch_size)
+        return state.params, metrics
+    return Workload(config, setup, common.init_seeds(setup), tx, args.epochs * spe, run)
+
+
+def matmul_flops(params_one_seed, batch_size: int) -> int:
+    """Hand count of one step's matmul FLOPs for a ReLU MLP: 2·B·(3P − d·w₁) (see the module docstring)."""
+    kernels = masks.prunable_leaves(params_one_seed, params_one_seed)
+    total = sum(k.size for k in kernels)
+    return 2 * batch_size * (3 * total - kernels[0].size)
+
+
+def step_flops(work: Workload) -> float:
+    """XLA's FLOP count of one vmapped masked Adam step over all seeds, divided by the number of seeds."""
+    setup, seeds, tx, batch_size = work.setup, work.seeds, work.tx, work.config.batch_size
+    num_seeds = seeds.order_keys.shape[0]
+    step = lambda state, mask, x, y: train.train_step(state, mask, x, y, model=setup.model, tx=tx)  # noqa: E731
+    states = jax.vmap(train.init_state, in_axes=(0, 0, None))(seeds.params, seeds.batch_stats, tx)
+    x = jnp.zeros((num_seeds, batch_size) + setup.train_data.x.shape[1:], setup.train_data.x.dtype)
+    y = jnp.zeros((num_seeds, batch_size), setup.train_data.y.dtype)
+    compiled = jax.jit(jax.vmap(step)).lower(states, jax.vmap(masks.ones)(seeds.params), x, y).compile()
+    return compiled.cost_analysis()["flops"] / num_seeds
+
+
+def program_bytes(compiled) -> int:
+    """Bytes a compiled program holds at its peak: arguments + outputs + temporaries − outputs aliasing inputs."""
+    m = compiled.memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _matmul_chain(x: jax.Array, w: jax.Array, iterations: int) -> jax.Array:
+    return jax.lax.fori_loop(0, iterations, lambda _, x: jnp.matmul(x, w), x)
+
+
+def matmul_rate(x_shape: tuple, repeats: int, iterations: int) -> list[float]:
+    """GFLOP/s of each of ``repeats`` timed runs of x ← x @ w, ``iterations`` times in one compiled loop.
+
+    x: [*batch, m, n], w: [*batch, n, n] (batched over the leading axes, as vmapped seeds are); w = 1/n keeps x
+    at ones, and the loop-carried x stops XLA from hoisting the matmul out of the loop.
+    """
+    n = x_shape[-1]
+    x, w = jnp.ones(x_shape, jnp.float32), jnp.full(x_shape[:-2] + (n, n), 1.0 / n, jnp.float32)
+    jax.block_until_ready(_matmul_chain(x, w, iterations))
+    flops = 2 * np.prod(x_shape) * n * iterations
+    return [flops / t / 1e9 for t in wall_times(lambda: _matmul_chain(x, w, iterations), repeats)]
+
+
+def matmul_peak(size: int, repeats: int) -> list[float]:
+    """GFLOP/s of a large square float32 matmul chain, the machine's practical peak."""
+    return matmul_rate((size, size), repeats, iterations=4)
+
+
+@jax.jit
+def _seed(tree, i: jax.Array):
+    return jax.tree.map(lambda leaf: leaf[i], tree)
+
+
+def measure(work: Workload, num_seeds: int, args: argparse.Namespace) -> dict:
+    """Throughput of the first ``num_seeds`` seeds vmapped and looped, small-matmul rate, memory."""
+    train_data = work.setup.train_data
+    inputs = jax.tree.map(lambda leaf: leaf[:num_seeds], (work.seeds.params, work.seeds.batch_stats,
+                                                          work.seeds.order_keys))
+    vmapped = jax.jit(jax.vmap(work.run, in_axes=(0, 0, 0, None))).lower(*inputs, train_data).compile()
+    single = jax.jit(work.run)
+    per_seed = [_seed(inputs, i) for i in range(num_seeds)]
+    jax.block_until_ready((single(*per_seed[0], train_data), vmapped(*inputs, train_data)))
+    loop = lambda: [single(*p, train_data) for p in per_seed]  # noqa: E731
+    pairs = [(timed(loop), timed(lambda: vmapped(*inputs, train_data)))
+             for _ in range(args.repeats)]  # interleaved, so both see the same background load
+    seed_steps = num_seeds * work.steps
+    batch, width = work.config.batch_size, work.config.widths[-1]
+    return {
+        "seeds": num_seeds,
+        "vmap": [seed_steps / v[0] for _, v in pairs],
+        "loop": [seed_steps / lp[0] for lp, _ in pairs],
+        "ratio": [lp[0] / v[0] for lp, v in pairs],
+        "cpu_us": [(1e6 * v[1] / seed_steps, 1e6 * lp[1] / seed_steps) for lp, v in pairs],
+        "small_matmul": matmul_rate((num_seeds, batch, width), args.repeats, iterations=64 * 32 // num_seeds),
+        "bytes": program_bytes(vmapped),
+    }
+
+
+def print_table(rows: list[dict], peak: list[float], flops: float, hand_flops: int) -> None:
+    """The results as a markdown table, figures as median [min, max] over repeats."""
+    best, first = max(peak), rows[0]
+    print(f"\nmatmul peak (jnp.dot n x n): {spread(peak, '.1f')} GFLOP/s; % of peak is against the best, {best:.1f}")
+    print(f"FLOPs per seed-step: XLA {flops / 1e6:.2f} M, hand count of the matmuls {hand_flops / 1e6:.2f} M\n")
+    print("| seeds | vmapped seed-steps/s | loop seed-steps/s | vmapped / loop | CPU-µs per seed-step, vmapped "
+          "| CPU-µs per seed-step, loop | vmapped GFLOP/s | % of matmul peak | small-matmul GFLOP/s "
+          "| memory / seed | marginal memory / seed |")
+    print("|---" * 11 + "|")
+    for row in rows:
+        gflops = [r * flops / 1e9 for r in row["vmap"]]
+        marginal = "" if row is first else (
+            f"{(row['bytes'] - first['bytes']) / (row['seeds'] - first['seeds']) / 2**20:.2f} MiB")
+        cpu_vmap, cpu_loop = zip(*row["cpu_us"])
+        print(f"| {row['seeds']} | {spread(row['vmap'])} | {spread(row['loop'])} | {spread(row['ratio'], '.2f')} "
+              f"| {spread(cpu_vmap)} | {spread(cpu_loop)} | {spread(gflops, '.1f')} "
+              f"| {spread([100 * g / best for g in gflops], '.0f')} | {spread(row['small_matmul'], '.1f')} "
+              f"| {row['bytes'] / row['seeds'] / 2**20:.2f} MiB | {marginal} |")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed training call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
+    args = parser.parse_args(argv)
+    args.overrides = {}
+    if args.smoke:
+        args.seeds, args.epochs, args.repeats, args.matmul_size = [1, 2], 1, 2, 128
+        args.overrides = dict(dataset="gaussian", num_examples=256, num_test=64, input_dim=8, num_classes=3,
+                              widths=(16, 16))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {loadavg()}")
+    work = workload(args, data.load(irp_config(**args.overrides)))
+    peak = matmul_peak(args.matmul_size, args.repeats)
+    rows = []
+    for num_seeds in args.seeds:
+        rows.append(measure(work, num_seeds, args))
+        print(f"S={num_seeds} done; {loadavg()}", flush=True)
+    peak += matmul_peak(args.matmul_size, args.repeats)  # before and after
+    one_seed = jax.tree.map(lambda leaf: leaf[0], work.seeds.params)
+    print_table(rows, peak, step_flops(work), matmul_flops(one_seed, work.config.batch_size))
+    print(f"\n{loadavg()}")
+
+
+if __name__ == "__main__":
+    main()
