@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter  # noqa: E402
 
 
 def band(ax, x, values, label: str, **kwargs) -> None:
@@ -26,14 +26,24 @@ def save(fig, path: str) -> None:
     plt.close(fig)
 
 
+def label_densities(ax, densities, most: int = 8) -> None:
+    """Tick labels of a log density axis: the densities themselves when there are at most ``most`` distinct
+    ones, else ``most`` of them evenly spaced in log; no labels on minor ticks (they overlap)."""
+    ticks = np.unique(np.round(np.asarray(densities, dtype=np.float64), 6))
+    if ticks.size > most:
+        ticks = ticks[np.unique(np.round(np.linspace(0, ticks.size - 1, most)).astype(int))]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def lines_vs_density(path: str, curves: dict, *, ylabel: str, title: str, xlabel: str = "remaining weights (density)"):
     """One band per label over a log-scaled density axis; ``curves[label] = (density [n], values [seeds, n])``."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (density, values) in curves.items():
         band(ax, np.asarray(density), values, label)
     ax.set_xscale("log")
-    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-        axis(FormatStrFormatter("%.3g"))
+    label_densities(ax, [d for density, _ in curves.values() for d in np.ravel(density)])
     ax.invert_xaxis()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
