@@ -65,13 +65,6 @@ def write_jsonl(path: str, records: Iterable[dict]) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def append_jsonl(path: str, records: Iterable[dict]) -> None:
-    """Append one JSON object per line."""
-    with open(path, "a") as f:
-        for record in records:
-            f.write(json.dumps(to_jsonable(record)) + "\n")
-
-
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez_compressed`` of named arrays, atomically."""
     _atomic_write(path, lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))

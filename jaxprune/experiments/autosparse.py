@@ -308,7 +308,7 @@ def run(config, workdir: str) -> dict:
         for m, d in transfers:
             metrics += records("transfer", [r for r in transfer if (r["target_model"], r["target_dataset"]) == (m, d)],
                                model=m, dataset=d)
-        wd.append_jsonl(os.path.join(workdir, wd.METRICS), metrics)
+        wd.write_jsonl(os.path.join(workdir, wd.METRICS), metrics)
         plot_tendencies(os.path.join(workdir, "learning_tendencies.png"), held_rows,
                         {f"predicted ({label})": p for label, p in predicted.items()})
         plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,

@@ -214,7 +214,7 @@ def write_outputs(workdir: str, config, cells: list, out: dict, results: list[di
     records = [{"method": m, "sparsity": s, "seed": i, "epoch": e + 1,
                 "train_loss": out["history"]["loss"][c, i, e], "train_accuracy": out["history"]["accuracy"][c, i, e]}
                for c, (m, s) in enumerate(cells) for i in range(config.num_seeds) for e in range(out["epochs"][c, i])]
-    wd.append_jsonl(os.path.join(workdir, wd.METRICS), records)
+    wd.write_jsonl(os.path.join(workdir, wd.METRICS), records)
     curves = {m: ([1.0 - s for s in config.sparsities],
                   np.stack([r["train_accuracy"] for r in results if r["method"] == m], axis=1))
               for m in config.methods}

@@ -255,8 +255,8 @@ def mi_curve(path: str, rows: list[dict], xlabel: str, title: str) -> None:
 
 def write_outputs(workdir: str, config, rows: dict, noise_rows: dict) -> None:
     """metrics.jsonl (one line per estimate) and the figures."""
-    wd.append_jsonl(os.path.join(workdir, wd.METRICS),
-                    [r for group in (rows, noise_rows) for stage_rows in group.values() for r in stage_rows])
+    wd.write_jsonl(os.path.join(workdir, wd.METRICS),
+                   [r for group in (rows, noise_rows) for stage_rows in group.values() for r in stage_rows])
     final = [rows[m][-1] for m in config.methods]
     mi_bars(os.path.join(workdir, "mi_by_method.png"), final,
             f"I(m; D | W) at sparsity {config.sparsity} ({config.num_draws} draws x {config.repeats} repeats)")

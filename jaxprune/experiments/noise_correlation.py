@@ -99,7 +99,7 @@ def run(config, workdir: str) -> dict:
 
 def write_outputs(workdir: str, config, results: list[dict], imp_rounds: list[dict]) -> None:
     """metrics.jsonl (per method, seed, epoch) and the figures: ρ vs epoch per method, ρ across IMP rounds."""
-    wd.append_jsonl(os.path.join(workdir, wd.METRICS), [
+    wd.write_jsonl(os.path.join(workdir, wd.METRICS), [
         {"method": r["method"], "seed": i, "epoch": e, "noise_correlation": r["correlation"][i, e]}
         for r in results for i in range(config.num_seeds) for e in range(config.epochs + 1)])
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -183,7 +183,7 @@ def run(config, workdir: str) -> dict:
         "results": [{k: v for k, v in r.items() if k not in ("epoch_loss", "epoch_accuracy")} for r in rows],
     }
     if parallel.is_primary():
-        wd.append_jsonl(os.path.join(workdir, wd.METRICS), metric_records(rows))
+        wd.write_jsonl(os.path.join(workdir, wd.METRICS), metric_records(rows))
         for metric in ("test_accuracy", "train_accuracy"):
             plotting.lines_vs_density(
                 os.path.join(workdir, f"{metric}_vs_density.png"), curves(rows, metric),
