@@ -44,7 +44,7 @@ def make_round_fn(config, setup: common.Setup, tx, capture_step: int | None):
         irp.round_step, model=setup.model, tx=tx, epochs=config.epochs, batch_size=config.batch_size,
         scope=config.scope, capture_step=capture_step,
     )
-    return jax.jit(jax.vmap(lambda state, tr, te, d: step(state, tr, te, d), in_axes=(0, None, None, None)))
+    return jax.jit(jax.vmap(step, in_axes=(0, None, None, None)))
 
 
 def run_rounds(
