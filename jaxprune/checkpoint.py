@@ -1,9 +1,11 @@
-"""Round checkpoints with orbax: save the whole per-seed state pytree and the metrics so far; resume exactly.
+"""Run checkpoints with orbax: the whole per-seed state pytree, the metrics so far and, mid-round, the round in
+flight; resume exactly.
 
 A checkpoint holds everything the next round reads — params, masks, rewind point, survival counts, optimizer
 state where present, PRNG keys, round counter and failure markers — so a resumed run executes the same compiled
 programs on the same inputs as an uninterrupted one and produces bit-identical outputs on the same machine.
-The data order needs no saved position: round r, epoch e trains with ``fold_in(fold_in(key, r), e)``.
+The data-order position is the step count itself: step t of round r trains on batch t mod b of epoch ⌊t/b⌋ in
+the order drawn from ``fold_in(fold_in(key, r), ⌊t/b⌋)`` (:func:`jaxprune.train.train_steps`).
 
 orbax writes each checkpoint into a temporary directory and renames it when complete, so a process killed
 mid-write leaves no checkpoint that :meth:`RoundCheckpointer.latest` would return. Typed PRNG keys are stored
@@ -36,7 +38,8 @@ def _rewrap_keys(tree: PyTree, like: PyTree) -> PyTree:
 
 
 class RoundCheckpointer:
-    """Keeps the latest ``max_to_keep`` round checkpoints under ``directory`` (step number = rounds completed)."""
+    """Keeps the latest ``max_to_keep`` checkpoints of a run under ``directory``, numbered by the caller (IRP: the
+    training steps done so far, so round ends and mid-round checkpoints share one increasing count)."""
 
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.manager = ocp.CheckpointManager(
@@ -46,24 +49,31 @@ class RoundCheckpointer:
         )
 
     def latest(self) -> int | None:
-        """Rounds completed by the newest complete checkpoint, or None."""
+        """The number of the newest complete checkpoint, or None."""
         return self.manager.latest_step()
 
-    def save(self, rounds_done: int, state: PyTree, history: list[dict]) -> None:
-        """Checkpoint ``state`` (any pytree of arrays) and the JSON-able per-round ``history``; blocks until written."""
-        self.manager.save(rounds_done, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_unwrap_keys(state)),
-            history=ocp.args.JsonSave({"rounds": to_jsonable(history)}),  # NaN -> null -> NaN on restore
-        ))
+    def save(self, number: int, state: PyTree, history: list[dict], progress: PyTree = None) -> None:
+        """Checkpoint ``state`` (any pytree of arrays), the JSON-able per-round ``history`` and, mid-round, the
+        ``progress`` pytree of the round in flight; blocks until written."""
+        items = {
+            "state": ocp.args.StandardSave(_unwrap_keys(state)),
+            "history": ocp.args.JsonSave({"rounds": to_jsonable(history)}),  # NaN -> null -> NaN on restore
+        }
+        if progress is not None:
+            items["progress"] = ocp.args.StandardSave(_unwrap_keys(progress))
+        self.manager.save(number, args=ocp.args.Composite(**items))
         self.manager.wait_until_finished()
 
-    def restore(self, rounds_done: int, like: PyTree) -> tuple[PyTree, list[dict]]:
-        """The state saved after ``rounds_done`` rounds, shaped, typed and sharded like ``like``, and its history."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _unwrap_keys(like))
-        restored = self.manager.restore(rounds_done, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore(),
-        ))
-        return _rewrap_keys(restored["state"], like), restored["history"]["rounds"]
+    def restore(self, number: int, like: PyTree, progress_like: PyTree = None) -> tuple[PyTree, list[dict], PyTree]:
+        """(state, history, progress) of checkpoint ``number``, the arrays shaped, typed and sharded like ``like``
+        and ``progress_like``; progress is None unless ``progress_like`` is given (a mid-round checkpoint)."""
+        abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, _unwrap_keys(tree))  # noqa: E731
+        items = {"state": ocp.args.StandardRestore(abstract(like)), "history": ocp.args.JsonRestore()}
+        if progress_like is not None:
+            items["progress"] = ocp.args.StandardRestore(abstract(progress_like))
+        restored = self.manager.restore(number, args=ocp.args.Composite(**items))
+        progress = _rewrap_keys(restored["progress"], progress_like) if progress_like is not None else None
+        return _rewrap_keys(restored["state"], like), restored["history"]["rounds"], progress
 
     def close(self) -> None:
         self.manager.close()

@@ -47,8 +47,14 @@ def base() -> ml_collections.ConfigDict:
     c.lr_schedule = "constant"
     c.warmup_epochs = 0
     c.eval_batch_size = 1000
+    # Running (results do not depend on these; a rerun may change them).
     c.overwrite = False  # rerun into a workdir that already holds a finished run
+    c.checkpoint_every_steps = 0  # IRP/IMP: also checkpoint every N training steps within a round; 0 = per round
     return c
+
+
+# Keys that change how a run is carried out, not what it computes: a workdir's run resumes whatever they are.
+RUN_KEYS = ("overwrite", "checkpoint_every_steps")
 
 
 def add_pruning_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -128,7 +134,7 @@ def validate_common(config) -> None:
     check_choice(config, "labels", GAUSSIAN_LABELS)
     for key in ("num_seeds", "epochs", "batch_size", "eval_batch_size", "input_dim"):
         check_positive_int(config, key)
-    for key in ("num_examples", "num_test", "teacher_width", "warmup_epochs"):
+    for key in ("num_examples", "num_test", "teacher_width", "warmup_epochs", "checkpoint_every_steps"):
         check_positive_int(config, key, minimum=0)
     check_positive_int(config, "num_classes", minimum=2)
     for key in ("seed", "data_seed"):

@@ -84,6 +84,72 @@ def magnitude_prune(params: PyTree, mask: PyTree, density, scope: masks.Scope = 
     return masks.from_scores(scores, params, 1.0 - density, scope)
 
 
+@flax.struct.dataclass
+class RoundProgress:
+    """One seed's round in flight: enough to continue it from any step (what a mid-round checkpoint holds)."""
+
+    train: train.TrainState  # train.step = steps of this round done so far
+    captured: PyTree  # (params, batch_stats) the next rounds rewind to: the rewind point, or the capture
+    step_metrics: dict  # per-step loss and accuracy [steps of the round], filled up to train.step
+
+
+def round_key(state: IRPState) -> jax.Array:
+    """The data-order key of the state's current round: fold_in(key, round)."""
+    return jax.random.fold_in(state.key, state.round)
+
+
+def round_begin(state: IRPState, *, tx, num_steps: int) -> RoundProgress:
+    """Step 1 of a round: rewind the survivors (θ_rewind ⊙ m) with a fresh optimizer state."""
+    start = train.init_state(masks.apply(state.rewind_params, state.mask), state.rewind_batch_stats, tx)
+    zeros = jnp.zeros((num_steps,), jnp.float32)
+    return RoundProgress(start, (state.rewind_params, state.rewind_batch_stats), {"loss": zeros, "accuracy": zeros})
+
+
+def round_train(
+    state: IRPState, progress: RoundProgress, train_data: train.Data, first_step, *, model, tx, num_steps: int,
+    batch_size: int, capture_step: int | None = None,
+) -> RoundProgress:
+    """Step 2, in part: the round's training steps ``first_step … first_step + num_steps − 1``
+    (:func:`jaxprune.train.train_steps`, data order from :func:`round_key`)."""
+    trained, metrics, captured = train.train_steps(
+        progress.train, state.mask, train_data, round_key(state), first_step, model=model, tx=tx,
+        num_steps=num_steps, batch_size=batch_size, capture_step=capture_step, captured=progress.captured,
+    )
+    step_metrics = jax.tree.map(lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new, first_step, 0),
+                                progress.step_metrics, metrics)
+    return RoundProgress(trained, captured, step_metrics)
+
+
+def round_end(
+    state: IRPState, progress: RoundProgress, test_data: train.Data, next_density, *, model, steps_per_epoch: int,
+    scope: masks.Scope = "global",
+) -> tuple[IRPState, dict]:
+    """Steps 3–4 of a round, after all its training: evaluate, prune to ``next_density``, count survivors."""
+    trained = progress.train
+    test = train.evaluate(trained.params, trained.batch_stats, test_data, model=model)
+    new_mask = magnitude_prune(trained.params, state.mask, next_density, scope)
+    newly_failed = (state.failed_round < 0) & (trained.failed_step >= 0)
+    new_state = IRPState(
+        rewind_params=progress.captured[0],
+        rewind_batch_stats=progress.captured[1],
+        mask=new_mask,
+        survival=jax.tree.map(lambda s, m: s + m.astype(jnp.int32), state.survival, new_mask),
+        key=state.key,
+        round=state.round + 1,
+        failed_round=jnp.where(newly_failed, state.round, state.failed_round),
+        failed_step=jnp.where(newly_failed, trained.failed_step, state.failed_step),
+    )
+    epochs = train.epoch_means(progress.step_metrics, steps_per_epoch)
+    metrics = {
+        "density": masks.density(state.mask, state.rewind_params),
+        "train_loss": epochs["loss"],
+        "train_accuracy": epochs["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+    }
+    return new_state, metrics
+
+
 def round_step(
     state: IRPState,
     train_data: train.Data,
@@ -97,40 +163,23 @@ def round_step(
     scope: masks.Scope = "global",
     capture_step: int | None = None,
 ) -> tuple[IRPState, dict]:
-    """One IRP round (rewind → train → evaluate → prune to ``next_density``) for one seed.
+    """One whole IRP round (rewind → train → evaluate → prune to ``next_density``) for one seed.
 
     ``next_density`` is the fraction of prunable weights kept after this round's pruning — (1 − f)^(r+1) for
     plain IRP, see :func:`schedule` — and may be traced, so one compiled round serves every round.
     ``capture_step`` (round 0 only) makes the rewind point the weights after that many steps of this
     round's training instead of the initialization. Returns the new state and this round's metrics: the
     density trained at, per-epoch train loss/accuracy, and test loss/accuracy of the trained sparse net.
+    The same as :func:`round_begin`, :func:`round_train` over all steps, then :func:`round_end`.
     """
-    params = masks.apply(state.rewind_params, state.mask)
-    start = train.init_state(params, state.rewind_batch_stats, tx)
-    trained, epoch_metrics, captured = train.train(
-        start, state.mask, train_data, jax.random.fold_in(state.key, state.round), model=model, tx=tx,
-        epochs=epochs, batch_size=batch_size, capture_step=capture_step,
-    )
-    test = train.evaluate(trained.params, trained.batch_stats, test_data, model=model)
-    new_mask = magnitude_prune(trained.params, state.mask, next_density, scope)
-    rewind_params, rewind_batch_stats = captured if captured is not None else (
-        state.rewind_params, state.rewind_batch_stats)
-    newly_failed = (state.failed_round < 0) & (trained.failed_step >= 0)
-    new_state = IRPState(
-        rewind_params=rewind_params,
-        rewind_batch_stats=rewind_batch_stats,
-        mask=new_mask,
-        survival=jax.tree.map(lambda s, m: s + m.astype(jnp.int32), state.survival, new_mask),
-        key=state.key,
-        round=state.round + 1,
-        failed_round=jnp.where(newly_failed, state.round, state.failed_round),
-        failed_step=jnp.where(newly_failed, trained.failed_step, state.failed_step),
-    )
-    metrics = {
-        "density": masks.density(state.mask, params),
-        "train_loss": epoch_metrics["loss"],
-        "train_accuracy": epoch_metrics["accuracy"],
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
-    }
-    return new_state, metrics
+    per_epoch = train.steps_per_epoch(train_data.x.shape[0], batch_size)
+    num_steps = epochs * per_epoch
+    progress = round_begin(state, tx=tx, num_steps=num_steps)
+    progress = round_train(state, progress, train_data, 0, model=model, tx=tx, num_steps=num_steps,
+                           batch_size=batch_size, capture_step=capture_step)
+    return round_end(state, progress, test_data, next_density, model=model, steps_per_epoch=per_epoch, scope=scope)
+
+
+def mask_after(state: IRPState, rounds: int) -> PyTree:
+    """The mask after ``rounds`` ≤ ``state.round`` rounds, read off the survival counts: survival ≥ r ⇔ w ∈ m_r."""
+    return jax.tree.map(lambda s: s >= rounds, state.survival)

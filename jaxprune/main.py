@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxprune import parallel, workdir as wd
+from jaxprune.config import RUN_KEYS
 from jaxprune.errors import AllSeedsFailed, ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/irp.py.")
@@ -59,9 +60,8 @@ def check_workdir(workdir: str, config_dict: dict, overwrite: bool) -> bool:
     if overwrite or not os.path.exists(config_path):
         return False
     previous = wd.read_json(config_path)
-    diffs = wd.config_differences(
-        {k: v for k, v in previous.items() if k != "overwrite"}, {k: v for k, v in config_dict.items() if k != "overwrite"}
-    )
+    what = lambda c: {k: v for k, v in c.items() if k not in RUN_KEYS}  # noqa: E731
+    diffs = wd.config_differences(what(previous), what(config_dict))
     if diffs:
         raise ConfigError(
             f"--workdir={workdir} holds a run of a different config ({'; '.join(diffs)}); "

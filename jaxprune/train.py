@@ -167,57 +167,69 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return num_examples // batch_size
 
 
-def train_epoch(
-    state: TrainState, mask: PyTree, data: Data, key: jax.Array, *, model, tx, batch_size: int,
-    capture_step: int | None = None, captured: PyTree = None,
-) -> tuple[TrainState, dict, PyTree]:
-    """One pass over a fresh random permutation of the data (``key``), as a ``lax.scan`` over batches.
+def epoch_order(key: jax.Array, epoch, num_examples: int) -> jax.Array:
+    """The data order of epoch ``epoch`` of a run with data-order key ``key``: a permutation of the examples."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
 
-    Batches are gathered from the on-device arrays by index, so no permuted copy of the data is made.
-    If ``capture_step`` is given, ``captured`` receives the (params, batch_stats) held *before* global step
-    ``capture_step`` runs (i.e. after ``capture_step`` updates), for rewinding.
-    Returns the epoch-mean loss and accuracy.
+
+def train_steps(
+    state: TrainState, mask: PyTree, data: Data, key: jax.Array, first_step, *, model, tx, num_steps: int,
+    batch_size: int, capture_step: int | None = None, captured: PyTree = None,
+) -> tuple[TrainState, dict, PyTree]:
+    """Steps ``first_step, …, first_step + num_steps − 1`` of a masked training run, as one ``lax.scan``.
+
+    The data order is a pure function of the step: with b = ``steps_per_epoch(N, batch_size)``, step t trains on
+    batch t mod b of epoch e = ⌊t / b⌋, whose order is ``epoch_order(key, e, N)`` (batches gathered from the
+    on-device arrays by index; no permuted copy). A run may therefore be cut into segments anywhere — e.g. to
+    checkpoint — and resumed from (state, t) alone, bit for bit. ``first_step`` may be traced, so one compiled
+    program serves every segment of the same length; ``state.step`` should equal ``first_step``.
+
+    If ``capture_step`` is given, ``captured`` is replaced by the (params, batch_stats) held *before* step
+    ``capture_step`` runs (i.e. after ``capture_step`` updates), for rewinding. Returns the final state, the
+    per-step ``loss`` and ``accuracy`` [num_steps], and ``captured``.
     """
     n = data.x.shape[0]
-    order = jax.random.permutation(key, n)
+    per_epoch = steps_per_epoch(n, batch_size)
 
-    def step(carry, i):
-        state, captured = carry
+    def step(carry, t):
+        state, order, captured = carry
+        # The predicates depend on the step only, never on a seed, so under vmap they stay branches.
+        order = jax.lax.cond(t % per_epoch == 0, lambda: epoch_order(key, t // per_epoch, n), lambda: order)
         if capture_step is not None:
-            at_capture = state.step == capture_step
-            captured = jax.tree.map(
-                lambda c, p: jnp.where(at_capture, p, c), captured, (state.params, state.batch_stats)
-            )
-        idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
+            captured = jax.lax.cond(t == capture_step, lambda: (state.params, state.batch_stats), lambda: captured)
+        idx = jax.lax.dynamic_slice_in_dim(order, (t % per_epoch) * batch_size, batch_size)
         state, metrics = train_step(state, mask, data.x[idx], data.y[idx], model=model, tx=tx)
-        return (state, captured), metrics
+        return (state, order, captured), metrics
 
-    (state, captured), metrics = jax.lax.scan(step, (state, captured), jnp.arange(steps_per_epoch(n, batch_size)))
-    return state, jax.tree.map(jnp.mean, metrics), captured
+    first_order = epoch_order(key, first_step // per_epoch, n)
+    steps = first_step + jnp.arange(num_steps)
+    (state, _, captured), metrics = jax.lax.scan(step, (state, first_order, captured), steps)
+    return state, metrics, captured
+
+
+def epoch_means(step_metrics: dict, per_epoch: int) -> dict:
+    """Per-epoch means of per-step metrics: [..., epochs · per_epoch] → [..., epochs]."""
+    return jax.tree.map(lambda v: jnp.mean(v.reshape(*v.shape[:-1], -1, per_epoch), axis=-1), step_metrics)
 
 
 def train(
     state: TrainState, mask: PyTree, data: Data, key: jax.Array, *, model, tx, epochs: int, batch_size: int,
     capture_step: int | None = None,
 ) -> tuple[TrainState, dict, PyTree]:
-    """``epochs`` epochs of masked training; epoch e uses data order ``fold_in(key, e)``.
+    """``epochs`` epochs of masked training from step 0 (:func:`train_steps`; epoch e's order from
+    ``fold_in(key, e)``).
 
-    Returns the final state, per-epoch metrics (arrays of length ``epochs``) and the (params, batch_stats)
-    captured at ``capture_step`` (``None`` when not capturing). Pruned weights must already be zero in
-    ``state.params`` (use ``masks.apply`` first); they then stay exactly zero.
+    Returns the final state, per-epoch mean loss and accuracy (arrays of length ``epochs``) and the
+    (params, batch_stats) captured at ``capture_step`` (``None`` when not capturing). Pruned weights must already
+    be zero in ``state.params`` (use ``masks.apply`` first); they then stay exactly zero.
     """
+    per_epoch = steps_per_epoch(data.x.shape[0], batch_size)
     captured = (state.params, state.batch_stats) if capture_step is not None else None
-
-    def epoch(carry, e):
-        state, captured = carry
-        state, metrics, captured = train_epoch(
-            state, mask, data, jax.random.fold_in(key, e), model=model, tx=tx, batch_size=batch_size,
-            capture_step=capture_step, captured=captured,
-        )
-        return (state, captured), metrics
-
-    (state, captured), metrics = jax.lax.scan(epoch, (state, captured), jnp.arange(epochs))
-    return state, metrics, captured
+    state, metrics, captured = train_steps(
+        state, mask, data, key, 0, model=model, tx=tx, num_steps=epochs * per_epoch, batch_size=batch_size,
+        capture_step=capture_step, captured=captured,
+    )
+    return state, epoch_means(metrics, per_epoch), captured
 
 
 def evaluate(params: PyTree, batch_stats: PyTree, data: Data, *, model, batch_size: int = 1000) -> dict:

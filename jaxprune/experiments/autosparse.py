@@ -94,10 +94,11 @@ def gradient_batch(config, setup: common.Setup, key: jax.Array) -> tuple[jax.Arr
     return x.reshape(-1, *x.shape[2:]), y.reshape(-1)
 
 
-def source_irp(config, setup: common.Setup, log) -> tuple[common.Seeds, dict, list[dict], list[dict]]:
+def source_irp(config, setup: common.Setup, log,
+               checkpoint_dir: str | None = None) -> tuple[common.Seeds, dict, list[dict], list[dict]]:
     """IRP of every seed twice, from the same weights with data orders ``order_key`` and ``fold_in(order_key, 1)``.
 
-    Returns the seeds, the survival counts (pytrees with a leading seed axis, host) of the two runs under
+    The rounds are checkpointed under ``checkpoint_dir`` if given. Returns the seeds, the survival counts (pytrees with a leading seed axis, host) of the two runs under
     ``first``/``second``, the per-round metrics and the failed runs (``run`` index over the 2S runs).
     """
     seeds = common.init_seeds(setup)
@@ -105,7 +106,8 @@ def source_irp(config, setup: common.Setup, log) -> tuple[common.Seeds, dict, li
     replay = seeds._replace(order_keys=other_order)
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tuple(seeds), tuple(replay))
     state, history, _ = irp_experiment.run_rounds(
-        config, setup, irp.schedule(config.prune_fraction, config.rounds), log, seeds=common.Seeds(*setup.shard(both)))
+        config, setup, irp.schedule(config.prune_fraction, config.rounds), log, seeds=common.Seeds(*setup.shard(both)),
+        checkpoint_dir=checkpoint_dir)
     state = parallel.to_host(state)
     n = config.num_seeds
     survival = {"first": jax.tree.map(lambda c: c[:n], state.survival),
@@ -166,12 +168,14 @@ def accuracies(result: dict) -> np.ndarray:
     return np.where(result["failed_step"] >= 0, np.nan, result["test_accuracy"])
 
 
-def compare(config, setup: common.Setup, predictors: dict, log) -> list[dict]:
+def compare(config, setup: common.Setup, predictors: dict, log, checkpoint_dir: str | None = None) -> list[dict]:
     """Rows {method, sparsity, test_accuracy [per seed], train_accuracy} of ``config.methods`` and of every
-    predictor in ``predictors`` (method name -> predictor state), all pruned at init and trained on ``setup``."""
+    predictor in ``predictors`` (method name -> predictor state), all pruned at init and trained on ``setup``
+    (IMP's rounds checkpointed under ``checkpoint_dir``)."""
     seeds = common.init_seeds(setup)
     sparsities = tuple(config.sparsities)
-    labelled = {m: masking.method_masks(m, config, setup, seeds, sparsities, log) for m in config.methods}
+    labelled = {m: masking.method_masks(m, config, setup, seeds, sparsities, log, checkpoint_dir=checkpoint_dir)
+                for m in config.methods}
     for label, predictor in predictors.items():
         labelled[label] = masking.method_masks("autosparse", config, setup, seeds, sparsities, predictor=predictor)
     keys = [(m, s) for m in labelled for s in sparsities]
@@ -248,7 +252,8 @@ def run(config, workdir: str) -> dict:
 
     log(f"source IRP: {config.model} on {config.dataset}, {config.num_seeds} seeds x 2 data orders x "
         f"{config.rounds} rounds of {config.epochs} epochs")
-    seeds, survival, history, failed = source_irp(config, source_setup, log)
+    checkpoints = os.path.join(workdir, wd.CHECKPOINTS)
+    seeds, survival, history, failed = source_irp(config, source_setup, log, os.path.join(checkpoints, "irp"))
     rows = jax.tree.map(np.asarray, seed_rows(config, source_setup, seeds, survival["first"]))
     counts = {run: flat_survival(c, seeds.params) for run, c in survival.items()}
     ccc = [float(stats.ccc(a / config.rounds, b / config.rounds)) for a, b in zip(counts["first"], counts["second"])]
@@ -272,7 +277,8 @@ def run(config, workdir: str) -> dict:
     for (model, dataset), setup in setups.items():
         chosen = labels if (model, dataset) == target else [main_label]
         tables[(model, dataset)] = compare(for_target(config, model, dataset), setup,
-                                           {method_of[label]: predictors[label] for label in chosen}, log)
+                                           {method_of[label]: predictors[label] for label in chosen}, log,
+                                           os.path.join(checkpoints, f"imp_{model}_{dataset}"))
         log(f"{model} on {dataset}, test accuracy (mean ± std over seeds):\n{summary(tables[(model, dataset)])}")
 
     compared = (*config.methods, "autosparse")

@@ -1,6 +1,7 @@
 """Experiment ``irp``: iterative rewind pruning for all seeds at once, and the survival count of every weight.
 
-Every round is one jitted call of the per-seed :func:`jaxprune.irp.round_step` vmapped over the seed axis.
+Every round is the per-seed :func:`jaxprune.irp.round_step`, in pieces (so that it can be checkpointed mid-round),
+each one jitted call vmapped over the seed axis.
 Writes ``metrics.jsonl`` (per round and per epoch, per seed), ``survival.npz`` (per prunable parameter,
 '/'-joined path → int array [num_seeds, *shape]), ``results.json`` and two figures.
 """
@@ -10,6 +11,7 @@ import functools
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import checkpoint, irp, masks, parallel, plotting, stats, train, workdir as wd
@@ -38,13 +40,27 @@ def check_rewind_step(config, steps_per_epoch: int) -> None:
         )
 
 
-def make_round_fn(config, setup: common.Setup, tx, capture_step: int | None):
-    """jit(vmap(round_step)) over the seed axis of the IRP state; data and next density are shared."""
-    step = functools.partial(
-        irp.round_step, model=setup.model, tx=tx, epochs=config.epochs, batch_size=config.batch_size,
-        scope=config.scope, capture_step=capture_step,
-    )
-    return jax.jit(jax.vmap(step, in_axes=(0, None, None, None)))
+class RoundPrograms:
+    """The compiled pieces of an IRP round for all seeds: jit(vmap(·)) of :func:`jaxprune.irp.round_begin`,
+    :func:`~jaxprune.irp.round_train` (one program per segment length and capture) and
+    :func:`~jaxprune.irp.round_end`; data, first step and next density are shared by the seeds."""
+
+    def __init__(self, config, setup: common.Setup, tx, steps_per_epoch: int):
+        self.config, self.setup, self.tx, self.steps_per_epoch = config, setup, tx, steps_per_epoch
+        self.num_steps = config.epochs * steps_per_epoch
+        self.begin = jax.jit(jax.vmap(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps)))
+        self.end = jax.jit(jax.vmap(
+            functools.partial(irp.round_end, model=setup.model, steps_per_epoch=steps_per_epoch, scope=config.scope),
+            in_axes=(0, 0, None, None)))
+        self._train = {}
+
+    def train(self, state, progress, first_step: int, num_steps: int, capture_step: int | None):
+        """``num_steps`` training steps of every seed's round from ``first_step``."""
+        if (num_steps, capture_step) not in self._train:
+            self._train[num_steps, capture_step] = jax.jit(jax.vmap(functools.partial(
+                irp.round_train, model=self.setup.model, tx=self.tx, num_steps=num_steps,
+                batch_size=self.config.batch_size, capture_step=capture_step), in_axes=(0, 0, None, None)))
+        return self._train[num_steps, capture_step](state, progress, self.setup.train_data, jnp.int32(first_step))
 
 
 def run_rounds(
@@ -53,8 +69,12 @@ def run_rounds(
 ) -> tuple[irp.IRPState, list[dict], dict]:
     """IRP for all seeds: round r trains at the previous density and prunes to ``densities[r]``.
 
-    With ``checkpoint_dir``, the state and metrics are checkpointed after every round and a rerun resumes
-    after the latest complete round, producing exactly what an uninterrupted run would have.
+    With ``checkpoint_dir``, the state and metrics are checkpointed after every round and, if
+    ``config.checkpoint_every_steps`` = N > 0, every N training steps within a round (the round's
+    :class:`~jaxprune.irp.RoundProgress`: weights, optimizer state, rewind capture, per-step metrics; the data
+    order is a function of the step). A rerun resumes from the latest complete checkpoint and produces exactly
+    what an uninterrupted run would have. Checkpoint numbers count training steps: r·T + t after t of the T steps
+    of round r.
     ``seeds`` (default ``common.init_seeds(setup)``) are the initial weights and data-order keys of the runs,
     e.g. the same weights twice with different data orders.
 
@@ -65,30 +85,40 @@ def run_rounds(
     spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
     check_rewind_step(config, spe)
     tx = train.optimizer_from_config(config, spe)
+    programs = RoundPrograms(config, setup, tx, spe)
+    steps, every = programs.num_steps, config.checkpoint_every_steps or programs.num_steps
+    capture = config.rewind_step if config.rewind_step > 0 else None
     seeds = common.init_seeds(setup) if seeds is None else seeds
     state = jax.jit(jax.vmap(irp.init))(seeds.params, seeds.batch_stats, seeds.order_keys)
-    first = make_round_fn(config, setup, tx, config.rewind_step if config.rewind_step > 0 else None)
-    later = make_round_fn(config, setup, tx, None) if config.rewind_step > 0 else first
-    history, recorded, start = [], {}, 0
+    history, start, progress = [], (0, 0), None
     checkpointer = checkpoint.RoundCheckpointer(checkpoint_dir) if checkpoint_dir else None
     if checkpointer and checkpointer.latest() is not None:
-        start = checkpointer.latest()
-        state, saved = checkpointer.restore(start, state)
+        start = divmod(checkpointer.latest(), steps)
+        progress_like = programs.begin(state) if start[1] else None
+        state, saved, progress = checkpointer.restore(checkpointer.latest(), state, progress_like)
         history = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in saved]
         if log:
-            log(f"resumed from the checkpoint after round {start} in {checkpoint_dir}")
-    for r, density in enumerate(densities[start:], start=start):
-        state, metrics = (first if r == 0 else later)(state, setup.train_data, setup.test_data, density)
+            log(f"resumed from the checkpoint after round {start[0]}"
+                + (f", step {start[1]}/{steps} of round {start[0] + 1}" if start[1] else "") + f" in {checkpoint_dir}")
+    for r, density in enumerate(densities[start[0]:], start=start[0]):
+        t = start[1] if r == start[0] else 0
+        progress = programs.begin(state) if t == 0 else progress
+        while t < steps:
+            n = min(every - t % every, steps - t)
+            progress = programs.train(state, progress, t, n, capture if r == 0 else None)
+            t += n
+            if checkpointer and t < steps:
+                checkpointer.save(r * steps + t, state, history, progress)
+        state, metrics = programs.end(state, progress, setup.test_data, density)
         metrics = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics).items()}
         history.append(metrics)
         if checkpointer:
-            checkpointer.save(r + 1, state, history)
-        if density in record:
-            recorded[density] = state.mask
+            checkpointer.save((r + 1) * steps, state, history)
         if log:
             log(f"round {r + 1}/{len(densities)}  density {float(np.mean(metrics['density'])):.4f}  "
                 f"test acc {common.mean_std(metrics['test_accuracy'])}  "
                 f"train acc {common.mean_std(metrics['train_accuracy'][:, -1])}")
+    recorded = {d: irp.mask_after(state, r + 1) for r, d in enumerate(densities) if d in record}
     return state, history, {"seeds": seeds, "masks": recorded}
 
 

@@ -82,20 +82,24 @@ def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, orde
     return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
 
 
-def imp_masks(config, setup: common.Setup, sparsities, log=None) -> dict:
+def imp_masks(config, setup: common.Setup, sparsities, log=None, checkpoint_dir: str | None = None) -> dict:
     """{sparsity: stacked masks} of iterative magnitude pruning with rewinding (``config.prune_fraction`` per
-    round, ``config.rewind_step``), one IRP run passing through every target sparsity."""
+    round, ``config.rewind_step``), one IRP run passing through every target sparsity, checkpointed under
+    ``checkpoint_dir`` if given (:func:`jaxprune.experiments.irp.run_rounds`)."""
     targets = [1.0 - s for s in sparsities]
     densities = irp.schedule(config.prune_fraction, targets=[t for t in targets if t < 1.0])
-    _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities))
+    _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities),
+                                          checkpoint_dir=checkpoint_dir)
     dense = jax.vmap(masks.ones)(out["seeds"].params)
     return {s: out["masks"].get(1.0 - s, dense) for s in sparsities}
 
 
 def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, sparsities, log=None,
-                 invert: bool = False, predictor: autosparse.PredictorState | None = None) -> dict:
+                 invert: bool = False, predictor: autosparse.PredictorState | None = None,
+                 checkpoint_dir: str | None = None) -> dict:
     """{sparsity: stacked masks} for any method in :data:`METHODS` or :data:`LEARNED`, from the seeds' initial
-    weights; ``autosparse`` needs the trained ``predictor``.
+    weights; ``autosparse`` needs the trained ``predictor``. ``imp`` checkpoints its rounds under
+    ``checkpoint_dir`` if given, so a rerun of a killed experiment resumes it.
 
     ``invert=True`` (PaI methods only) keeps the lowest scores, with the same scoring batches and keys.
     """
@@ -105,7 +109,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
     if method in LEARNED and predictor is None:
         raise ConfigError(f"method {method!r} needs a trained predictor (predictor=autosparse.train_predictor(...))")
     if method == "imp":
-        return imp_masks(config, setup, sparsities, log)
+        return imp_masks(config, setup, sparsities, log, checkpoint_dir)
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
     method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)

@@ -78,14 +78,15 @@ def train_until_converged(
     """Masked training, epoch e with data order ``fold_in(key, e)``, until ``rule`` fires (never if None) or
     ``max_epochs``. Returns the final state, per-epoch ``loss``/``accuracy`` (and ``probe(state)`` after each
     epoch) as [max_epochs] arrays, NaN after the stopping epoch, and the number of epochs run."""
+    per_epoch = train.steps_per_epoch(data_.x.shape[0], batch_size)
     nan = jnp.full((max_epochs,), jnp.nan, jnp.float32)
     history = {"loss": nan, "accuracy": nan} | ({"probe": nan} if probe else {})
 
     def body(carry):
         state, history, e, _ = carry
-        state, metrics, _ = train.train_epoch(state, mask, data_, jax.random.fold_in(key, e), model=model, tx=tx,
-                                              batch_size=batch_size)
-        metrics = metrics | ({"probe": probe(state)} if probe else {})
+        state, metrics, _ = train.train_steps(state, mask, data_, key, e * per_epoch, model=model, tx=tx,
+                                              num_steps=per_epoch, batch_size=batch_size)
+        metrics = jax.tree.map(jnp.mean, metrics) | ({"probe": probe(state)} if probe else {})
         history = {k: v.at[e].set(metrics[k]) for k, v in history.items()}
         done = should_stop(rule, history["loss"], history["accuracy"], e + 1) if rule else jnp.bool_(False)
         return state, history, e + 1, done
@@ -183,7 +184,8 @@ def run(config, workdir: str) -> dict:
         f"{config.model} on {config.dataset} with random labels ({n} points, {setup.dataset.num_classes} classes)")
     grid, cells = [jax.vmap(masks.ones)(seeds.params)], [("dense", 0.0)]
     for method in config.methods:
-        by_sparsity = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
+        by_sparsity = masking.method_masks(method, config, setup, seeds, config.sparsities, log,
+                                           checkpoint_dir=os.path.join(workdir, wd.CHECKPOINTS, method))
         grid += [by_sparsity[s] for s in config.sparsities]
         cells += [(method, s) for s in config.sparsities]
         log(f"masks: {method}")

@@ -44,14 +44,17 @@ def validate(config) -> None:
     validate_pruning(config)
 
 
-def method_grid(config, setup: common.Setup, seeds: common.Seeds, log) -> tuple[list, list]:
+def method_grid(config, setup: common.Setup, seeds: common.Seeds, log,
+                checkpoint_dir: str | None = None) -> tuple[list, list]:
     """(cells, masks): ('dense', 1.0), (method, density) for each method, IMP once per round (its last round is
-    the ``imp`` method); masks are the matching stacked [seeds, ...] pytrees."""
+    the ``imp`` method, its rounds checkpointed under ``checkpoint_dir``); masks are the matching stacked
+    [seeds, ...] pytrees."""
     cells, grid = [("dense", 1.0)], [jax.vmap(masks.ones)(seeds.params)]
     for method in config.methods:
         if method == "imp":
             densities = irp.schedule(config.prune_fraction, targets=[1.0 - config.sparsity])
-            _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities))
+            _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities),
+                                                  checkpoint_dir=checkpoint_dir)
             cells += [("imp", d) for d in densities]
             grid += [out["masks"][d] for d in densities]
         else:
@@ -70,7 +73,7 @@ def run(config, workdir: str) -> dict:
     n, d = setup.train_data.x.shape[0], int(np.prod(setup.train_data.x.shape[1:]))
     log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)} at sparsity {config.sparsity}, "
         f"{config.model} on {n} gaussian regression points, noise_std {config.noise_std}")
-    cells, grid = method_grid(config, setup, seeds, log)
+    cells, grid = method_grid(config, setup, seeds, log, os.path.join(workdir, wd.CHECKPOINTS, "imp"))
     mask_grid = memorization.stack_masks(grid)
     probe = lambda apply_fn, params: noise_correlation(apply_fn(params, setup.train_data.x)[:, 0], z)  # noqa: E731
     at_init = jax.jit(jax.vmap(jax.vmap(lambda p, bs, m: probe(train.apply_fn_for(setup.model, bs), masks.apply(p, m))),

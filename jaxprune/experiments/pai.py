@@ -113,9 +113,11 @@ def evaluate_rows(method: str, config, setup: common.Setup, seeds: common.Seeds,
 
 
 def method_rows(method: str, config, setup: common.Setup, seeds: common.Seeds,
-                log: common.Progress) -> list[dict]:
-    """The rows of ``method`` at every sparsity, then those of each ablation that applies to it."""
-    stacked_masks = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
+                log: common.Progress, checkpoint_dir: str | None = None) -> list[dict]:
+    """The rows of ``method`` at every sparsity, then those of each ablation that applies to it (IMP's rounds
+    checkpointed under ``checkpoint_dir``)."""
+    stacked_masks = masking.method_masks(method, config, setup, seeds, config.sparsities, log,
+                                         checkpoint_dir=checkpoint_dir)
     rows = evaluate_rows(method, config, setup, seeds, stacked_masks, log)
     for ablation in filter(lambda a: ablation_applies(a, method), config.ablations):
         rows += evaluate_rows(f"{method}+{ablation}", config, setup,
@@ -166,7 +168,7 @@ def run(config, workdir: str) -> dict:
     if config.dense_reference:
         rows += evaluate_rows("dense", config, setup, seeds, {0.0: jax.vmap(masks.ones)(seeds.params)}, log)
     for method in config.methods:
-        rows += method_rows(method, config, setup, seeds, log)
+        rows += method_rows(method, config, setup, seeds, log, os.path.join(workdir, wd.CHECKPOINTS, method))
     results = {
         "experiment": "pai",
         "num_seeds": config.num_seeds,
