@@ -28,19 +28,22 @@ import statistics
 import time
 from collections.abc import Sequence
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from bench_seeds import irp_config, loadavg, spread
-from jaxprune import data, irp
+from bench_seeds import irp_config, loadavg, matmul_peak, spread, step_flops, workload
+from jaxprune import data, irp, parallel
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
 
 
-def jax_irp_seconds(config, dataset, densities) -> tuple[float, float, float]:
-    """(compile-inclusive seconds, steady-state seconds, mean final test accuracy) of one ``run_rounds`` call."""
+def jax_irp_seconds(config, dataset, densities, mesh=None) -> tuple[float, float, float]:
+    """(compile-inclusive seconds, steady-state seconds, mean final test accuracy) of one ``run_rounds`` call,
+    seeds sharded over ``mesh`` (default: every device, as the CLI runs)."""
     marks = []
     start = time.perf_counter()
-    _, history, _ = irp_experiment.run_rounds(config, common.setup(config, dataset), densities,
+    _, history, _ = irp_experiment.run_rounds(config, common.setup(config, dataset, mesh), densities,
                                               log=lambda _: marks.append(time.perf_counter()))
     total = time.perf_counter() - start
     steady = len(densities) * statistics.median(np.diff(marks)) if len(marks) > 1 else total
@@ -48,12 +51,13 @@ def jax_irp_seconds(config, dataset, densities) -> tuple[float, float, float]:
 
 
 def jax_loop_seconds(config, dataset, densities) -> tuple[float, float, float]:
-    """The same figures for ``run_rounds`` called once per seed with one seed (times summed, accuracy averaged)."""
-    runs = []
+    """The same figures for ``run_rounds`` called once per seed with one seed on one device (times summed,
+    accuracy averaged)."""
+    runs, one_device = [], Mesh(np.asarray(jax.devices()[:1]), (parallel.SEED_AXIS,))
     for s in range(config.num_seeds):
         one_seed = config.copy_and_resolve_references()
         one_seed.update(num_seeds=1, seed=config.seed + s)
-        runs.append(jax_irp_seconds(one_seed, dataset, densities))
+        runs.append(jax_irp_seconds(one_seed, dataset, densities, one_device))
     return sum(r[0] for r in runs), sum(r[1] for r in runs), float(np.mean([r[2] for r in runs]))
 
 
@@ -137,13 +141,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per round")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                         help="PyTorch thread counts to time (default: the core count, then 1)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     args = parser.parse_args(argv)
     args.overrides = {}
     if args.smoke:
-        args.seeds, args.rounds, args.epochs, args.repeats = 2, 2, 1, 1
+        args.seeds, args.rounds, args.epochs, args.repeats, args.matmul_sizes = 2, 2, 1, 1, [128]
         args.overrides = dict(dataset="gaussian", num_examples=256, num_test=64, input_dim=8, num_classes=3,
                               widths=(16, 16))
     return args
@@ -151,6 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    parallel.use_cpu_cores(args.seeds)  # the CLI's CPU set-up: one device per core
     config = irp_config(num_seeds=args.seeds, rounds=args.rounds, epochs=args.epochs, **args.overrides)
     dataset = data.load(config)
     densities = irp.schedule(config.prune_fraction, config.rounds)
@@ -158,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     threads = (args.torch_threads or sorted({os.cpu_count(), 1}, reverse=True)) if torch else []
     steps = config.num_seeds * config.rounds * config.epochs * (len(dataset.y_train) // config.batch_size)
     print(f"IRP: {config.num_seeds} seeds x {config.rounds} rounds x {config.epochs} epochs "
-          f"= {steps} seed-steps of batch {config.batch_size}; {loadavg()}")
+          f"= {steps} seed-steps of batch {config.batch_size}; JAX on {jax.device_count()} CPU devices; {loadavg()}")
     print("torch: " + (f"{torch.__version__}, threads {threads}" if torch else "not importable, PyTorch skipped"))
     rows = {"JAX vmapped (run_rounds, all seeds)": [], "JAX per-seed loop (run_rounds, 1 seed)": []}
     rows |= {f"PyTorch per-seed loop, {t} thread(s)": [] for t in threads}
@@ -170,7 +176,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows[f"PyTorch per-seed loop, {t} thread(s)"].append((seconds, seconds, accuracy))
         print(f"repeat done; {loadavg()}", flush=True)
     print_table(rows, steps)
+    print_bound(rows, steps, args, dataset)
     print(f"\n{loadavg()}")
+
+
+def print_bound(rows: dict, steps: int, args: argparse.Namespace, dataset) -> None:
+    """The roofline: seed-steps/s if every FLOP of the step ran at the matmul peak, and what that allows over
+    each implementation's measured steady-state rate."""
+    flops = step_flops(workload(argparse.Namespace(seeds=[args.seeds], epochs=1, overrides=args.overrides), dataset))
+    peak = max(matmul_peak(args.matmul_sizes, 3))
+    bound = peak * 1e9 / flops
+    print(f"\nroofline: matmul peak {peak:.1f} GFLOP/s / {flops / 1e6:.2f} MFLOP per seed-step (XLA) = {bound:.0f} "
+          "seed-steps/s at most; the most any implementation could be faster than each row (steady):")
+    for name, runs in rows.items():
+        print(f"  {name}: {bound / statistics.median(steps / r[1] for r in runs):.1f}x")
 
 
 def print_table(rows: dict[str, list[tuple[float, float, float]]], steps: int) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import math
 import os
 import statistics
 import time
@@ -37,7 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, masks, train
+from jax.sharding import Mesh
+
+from jaxprune import data, masks, parallel, train
 from jaxprune.experiments import common
 
 IRP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "irp.py"
@@ -113,13 +116,14 @@ def matmul_flops(params_one_seed, batch_size: int) -> int:
 
 def step_flops(work: Workload) -> float:
     """XLA's FLOP count of one vmapped masked Adam step over all seeds, divided by the number of seeds."""
-    setup, seeds, tx, batch_size = work.setup, work.seeds, work.tx, work.config.batch_size
-    num_seeds = seeds.order_keys.shape[0]
+    setup, tx, batch_size = work.setup, work.tx, work.config.batch_size
+    num_seeds = work.seeds.order_keys.shape[0]
+    (params, batch_stats, _), _ = jax.device_put(first_seeds(work, num_seeds), jax.devices()[0])  # one device
     step = lambda state, mask, x, y: train.train_step(state, mask, x, y, model=setup.model, tx=tx)  # noqa: E731
-    states = jax.vmap(train.init_state, in_axes=(0, 0, None))(seeds.params, seeds.batch_stats, tx)
+    states = jax.vmap(train.init_state, in_axes=(0, 0, None))(params, batch_stats, tx)
     x = jnp.zeros((num_seeds, batch_size) + setup.train_data.x.shape[1:], setup.train_data.x.dtype)
     y = jnp.zeros((num_seeds, batch_size), setup.train_data.y.dtype)
-    compiled = jax.jit(jax.vmap(step)).lower(states, jax.vmap(masks.ones)(seeds.params), x, y).compile()
+    compiled = jax.jit(jax.vmap(step)).lower(states, jax.vmap(masks.ones)(params), x, y).compile()
     return compiled.cost_analysis()["flops"] / num_seeds
 
 
@@ -147,9 +151,11 @@ def matmul_rate(x_shape: tuple, repeats: int, iterations: int) -> list[float]:
     return [flops / t / 1e9 for t in wall_times(lambda: _matmul_chain(x, w, iterations), repeats)]
 
 
-def matmul_peak(size: int, repeats: int) -> list[float]:
-    """GFLOP/s of a large square float32 matmul chain, the machine's practical peak."""
-    return matmul_rate((size, size), repeats, iterations=4)
+def matmul_peak(sizes: Sequence[int], repeats: int) -> list[float]:
+    """GFLOP/s of square float32 matmul chains, each run the best over ``sizes`` (XLA:CPU is fastest at sizes
+    that fit the caches, not at the largest): the machine's practical peak."""
+    rates = [matmul_rate((n, n), repeats, iterations=max(4, 4 * (2048 // n) ** 3 // 8)) for n in sizes]
+    return [max(run) for run in zip(*rates)]
 
 
 @jax.jit
@@ -157,49 +163,78 @@ def _seed(tree, i: jax.Array):
     return jax.tree.map(lambda leaf: leaf[i], tree)
 
 
+def first_seeds(work: Workload, num_seeds: int):
+    """Host copies of the first ``num_seeds`` seeds' (params, batch_stats, order keys) and of the training data."""
+    params, batch_stats, keys = parallel.to_host((work.seeds.params, work.seeds.batch_stats, work.seeds.order_keys))
+    keys = jax.random.wrap_key_data(keys, impl=jax.random.key_impl(work.seeds.order_keys))
+    seeds = jax.tree.map(lambda leaf: leaf[:num_seeds], (params, batch_stats, keys))
+    return seeds, train.Data(*parallel.to_host(tuple(work.setup.train_data)))
+
+
 def measure(work: Workload, num_seeds: int, args: argparse.Namespace) -> dict:
-    """Throughput of the first ``num_seeds`` seeds vmapped and looped, small-matmul rate, memory."""
-    train_data = work.setup.train_data
-    inputs = jax.tree.map(lambda leaf: leaf[:num_seeds], (work.seeds.params, work.seeds.batch_stats,
-                                                          work.seeds.order_keys))
-    vmapped = jax.jit(jax.vmap(work.run, in_axes=(0, 0, 0, None))).lower(*inputs, train_data).compile()
+    """Throughput of the first ``num_seeds`` seeds: looped and vmapped on one device, vmapped with the seeds
+    sharded over the devices (as the CLI runs them); small-matmul rate; memory."""
+    seeds, data_host = first_seeds(work, num_seeds)
+    device = jax.devices()[0]
+    inputs, train_data = jax.device_put((seeds, data_host), device)
+    mesh = Mesh(np.asarray(jax.devices()[:sharded_devices(num_seeds)]), (parallel.SEED_AXIS,))
+    sharded, replicated = parallel.shard_seeds(seeds, mesh), parallel.replicate(data_host, mesh)
+    over_seeds = jax.jit(jax.vmap(work.run, in_axes=(0, 0, 0, None)))
+    vmapped = over_seeds.lower(*inputs, train_data).compile()
+    vmapped_sharded = over_seeds.lower(*sharded, replicated).compile()
     single = jax.jit(work.run)
     per_seed = [_seed(inputs, i) for i in range(num_seeds)]
-    jax.block_until_ready((single(*per_seed[0], train_data), vmapped(*inputs, train_data)))
-    loop = lambda: [single(*p, train_data) for p in per_seed]  # noqa: E731
-    pairs = [(timed(loop), timed(lambda: vmapped(*inputs, train_data)))
-             for _ in range(args.repeats)]  # interleaved, so both see the same background load
+    jax.block_until_ready((single(*per_seed[0], train_data), vmapped(*inputs, train_data),
+                           vmapped_sharded(*sharded, replicated)))
+    variants = {
+        "loop": lambda: [single(*p, train_data) for p in per_seed],
+        "vmap": lambda: vmapped(*inputs, train_data),
+        "sharded": lambda: vmapped_sharded(*sharded, replicated),
+    }
+    runs = [{name: timed(fn) for name, fn in variants.items()}
+            for _ in range(args.repeats)]  # interleaved, so all see the same background load
     seed_steps = num_seeds * work.steps
     batch, width = work.config.batch_size, work.config.widths[-1]
     return {
         "seeds": num_seeds,
-        "vmap": [seed_steps / v[0] for _, v in pairs],
-        "loop": [seed_steps / lp[0] for lp, _ in pairs],
-        "ratio": [lp[0] / v[0] for lp, v in pairs],
-        "cpu_us": [(1e6 * v[1] / seed_steps, 1e6 * lp[1] / seed_steps) for lp, v in pairs],
+        "devices": mesh.size,
+        **{name: [seed_steps / run[name][0] for run in runs] for name in variants},
+        **{f"{name}_vs_loop": [run["loop"][0] / run[name][0] for run in runs] for name in ("vmap", "sharded")},
+        "cpu_us": {name: [1e6 * run[name][1] / seed_steps for run in runs] for name in variants},
         "small_matmul": matmul_rate((num_seeds, batch, width), args.repeats, iterations=64 * 32 // num_seeds),
         "bytes": program_bytes(vmapped),
     }
 
 
+def sharded_devices(num_seeds: int) -> int:
+    """The most devices of this process that split ``num_seeds`` evenly."""
+    return max(d for d in range(1, min(jax.device_count(), num_seeds) + 1) if num_seeds % d == 0)
+
+
 def print_table(rows: list[dict], peak: list[float], flops: float, hand_flops: int) -> None:
-    """The results as a markdown table, figures as median [min, max] over repeats."""
+    """The results as markdown tables, figures as median [min, max] over repeats."""
     best, first = max(peak), rows[0]
-    print(f"\nmatmul peak (jnp.dot n x n): {spread(peak, '.1f')} GFLOP/s; % of peak is against the best, {best:.1f}")
+    print(f"\nmatmul peak (jnp.dot n x n, best n per run): {spread(peak, '.1f')} GFLOP/s; % of peak is against the "
+          f"best, {best:.1f}")
     print(f"FLOPs per seed-step: XLA {flops / 1e6:.2f} M, hand count of the matmuls {hand_flops / 1e6:.2f} M\n")
-    print("| seeds | vmapped seed-steps/s | loop seed-steps/s | vmapped / loop | CPU-µs per seed-step, vmapped "
-          "| CPU-µs per seed-step, loop | vmapped GFLOP/s | % of matmul peak | small-matmul GFLOP/s "
-          "| memory / seed | marginal memory / seed |")
-    print("|---" * 11 + "|")
+    print("| seeds | devices | loop seed-steps/s | vmapped, 1 device | vmapped, sharded | vmapped / loop "
+          "| sharded / loop | CPU-µs per seed-step: loop, vmapped, sharded | sharded GFLOP/s | % of matmul peak |")
+    print("|---" * 10 + "|")
     for row in rows:
-        gflops = [r * flops / 1e9 for r in row["vmap"]]
+        gflops = [r * flops / 1e9 for r in row["sharded"]]
+        cpu = ", ".join(spread(row["cpu_us"][name]) for name in ("loop", "vmap", "sharded"))
+        print(f"| {row['seeds']} | {row['devices']} | {spread(row['loop'])} | {spread(row['vmap'])} "
+              f"| {spread(row['sharded'])} | {spread(row['vmap_vs_loop'], '.2f')} "
+              f"| {spread(row['sharded_vs_loop'], '.2f')} | {cpu} | {spread(gflops, '.1f')} "
+              f"| {spread([100 * g / best for g in gflops], '.0f')} |")
+    print("\n| seeds | small-matmul GFLOP/s (step's largest shape, batched over seeds) | memory / seed "
+          "| marginal memory / seed |")
+    print("|---" * 4 + "|")
+    for row in rows:
         marginal = "" if row is first else (
             f"{(row['bytes'] - first['bytes']) / (row['seeds'] - first['seeds']) / 2**20:.2f} MiB")
-        cpu_vmap, cpu_loop = zip(*row["cpu_us"])
-        print(f"| {row['seeds']} | {spread(row['vmap'])} | {spread(row['loop'])} | {spread(row['ratio'], '.2f')} "
-              f"| {spread(cpu_vmap)} | {spread(cpu_loop)} | {spread(gflops, '.1f')} "
-              f"| {spread([100 * g / best for g in gflops], '.0f')} | {spread(row['small_matmul'], '.1f')} "
-              f"| {row['bytes'] / row['seeds'] / 2**20:.2f} MiB | {marginal} |")
+        print(f"| {row['seeds']} | {spread(row['small_matmul'], '.1f')} | {row['bytes'] / row['seeds'] / 2**20:.2f} MiB "
+              f"| {marginal} |")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -207,12 +242,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per timed training call")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     args = parser.parse_args(argv)
     args.overrides = {}
     if args.smoke:
-        args.seeds, args.epochs, args.repeats, args.matmul_size = [1, 2], 1, 2, 128
+        args.seeds, args.epochs, args.repeats, args.matmul_sizes = [1, 2], 1, 2, [128]
         args.overrides = dict(dataset="gaussian", num_examples=256, num_test=64, input_dim=8, num_classes=3,
                               widths=(16, 16))
     return args
@@ -220,14 +255,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {loadavg()}")
+    parallel.use_cpu_cores(math.lcm(*args.seeds))  # the CLI's CPU set-up for the largest sweep
+    print(f"jax {jax.__version__} on {jax.device_count()} x {jax.devices()[0].device_kind}; {loadavg()}")
     work = workload(args, data.load(irp_config(**args.overrides)))
-    peak = matmul_peak(args.matmul_size, args.repeats)
+    peak = matmul_peak(args.matmul_sizes, args.repeats)
     rows = []
     for num_seeds in args.seeds:
         rows.append(measure(work, num_seeds, args))
         print(f"S={num_seeds} done; {loadavg()}", flush=True)
-    peak += matmul_peak(args.matmul_size, args.repeats)  # before and after
+    peak += matmul_peak(args.matmul_sizes, args.repeats)  # before and after
     one_seed = jax.tree.map(lambda leaf: leaf[0], work.seeds.params)
     print_table(rows, peak, step_flops(work), matmul_flops(one_seed, work.config.batch_size))
     print(f"\n{loadavg()}")

@@ -90,6 +90,9 @@ def main(argv: list[str]) -> None:
         config.get("experiment")  # config_flags reports a file it could not load only on first use
     except OSError as e:
         _fail(f"--config: {' '.join(str(e).split())}")
+    num_seeds = config.get("num_seeds")
+    if _NUM_PROCESSES.value is None and isinstance(num_seeds, int) and num_seeds >= 1:
+        parallel.use_cpu_cores(num_seeds)  # one CPU device per core (no effect on GPU/TPU)
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     parallel.enable_compilation_cache()
     try:
@@ -109,6 +112,10 @@ def main(argv: list[str]) -> None:
         if config.overwrite:
             clear_outputs(workdir)
         wd.write_json(os.path.join(workdir, wd.CONFIG), config_dict)
+    devices = parallel.device_summary()
+    if parallel.is_primary():
+        print(f"jaxprune: {config.num_seeds} seeds over {devices['devices']} {devices['platform']} device(s) in "
+              f"{devices['processes']} process(es)", flush=True)
     try:
         results = experiment.run(config, workdir)
     except ConfigError as e:  # found while loading data: leave the workdir as it was
@@ -120,7 +127,7 @@ def main(argv: list[str]) -> None:
     except AllSeedsFailed as e:
         _fail(str(e), code=1)
     if parallel.is_primary():
-        wd.write_json(os.path.join(workdir, wd.RESULTS), results)
+        wd.write_json(os.path.join(workdir, wd.RESULTS), {**results, "devices": devices})
 
 
 if __name__ == "__main__":

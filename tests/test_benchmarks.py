@@ -22,9 +22,9 @@ def bench(monkeypatch):
 
 
 def table_rows(output: str) -> list[list[str]]:
-    """Cells of the markdown table rows printed, header and separator excluded."""
-    lines = [line for line in output.splitlines() if line.startswith("| ") and not line.startswith("|---")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    """Cells of the rows of the first markdown table printed, header and separator excluded."""
+    lines = output.split("\n| ", 1)[1].split("\n\n")[0].splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def medians(cell: str) -> float:
@@ -38,7 +38,9 @@ def test_bench_seeds_smoke_prints_positive_rates_for_each_seed_count(bench, caps
     rows = table_rows(output)
     assert [row[0] for row in rows] == ["1", "2"]
     for row in rows:
-        assert all(medians(cell) > 0 for cell in row[1:6])  # seed-steps/s, their ratio, CPU-µs per seed-step
+        assert all(medians(cell) > 0 for cell in row[1:7])  # devices, 3 x seed-steps/s, 2 ratios to the loop
+        cpu_us = [float(m) for m in re.findall(r"([0-9.]+) \[", row[7])]  # CPU-µs per seed-step of each
+        assert len(cpu_us) == 3 and min(cpu_us) > 0
     xla, hand = map(float, re.search(r"XLA ([0-9.]+) M, hand count of the matmuls ([0-9.]+) M", output).groups())
     assert hand <= xla  # XLA also counts the elementwise work (ReLU, softmax, Adam)
 

@@ -54,13 +54,14 @@ def check_batch_size(config, num_examples: int) -> None:
         )
 
 
-def setup(config, dataset: data.Dataset | None = None) -> Setup:
-    """Load the data (unless given), put it on device, build the model and the per-seed keys."""
+def setup(config, dataset: data.Dataset | None = None, mesh: jax.sharding.Mesh | None = None) -> Setup:
+    """Load the data (unless given), put it on device, build the model and the per-seed keys; the seeds are
+    sharded over ``mesh`` (default :func:`jaxprune.parallel.seed_mesh`, every device)."""
     dataset = data.load(config) if dataset is None else dataset
     check_batch_size(config, len(dataset.y_train))
     num_outputs = dataset.num_classes if dataset.num_classes > 0 else 1
     model = models.create(config.model, num_outputs, widths=tuple(config.widths))
-    mesh = parallel.seed_mesh()
+    mesh = parallel.seed_mesh() if mesh is None else mesh
     to_device = lambda x, y: parallel.replicate(train.Data(x, y), mesh)  # noqa: E731
     return Setup(
         dataset=dataset,

@@ -48,10 +48,13 @@ class RoundPrograms:
     def __init__(self, config, setup: common.Setup, tx, steps_per_epoch: int):
         self.config, self.setup, self.tx, self.steps_per_epoch = config, setup, tx, steps_per_epoch
         self.num_steps = config.epochs * steps_per_epoch
-        self.begin = jax.jit(jax.vmap(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps)))
+        self.sharding = parallel.seed_sharding(setup.mesh)  # every output: so no round compiles twice
+        self.init = jax.jit(jax.vmap(irp.init), out_shardings=self.sharding)
+        self.begin = jax.jit(jax.vmap(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps)),
+                             out_shardings=self.sharding)
         self.end = jax.jit(jax.vmap(
             functools.partial(irp.round_end, model=setup.model, steps_per_epoch=steps_per_epoch, scope=config.scope),
-            in_axes=(0, 0, None, None)))
+            in_axes=(0, 0, None, None)), out_shardings=self.sharding)
         self._train = {}
 
     def train(self, state, progress, first_step: int, num_steps: int, capture_step: int | None):
@@ -59,7 +62,8 @@ class RoundPrograms:
         if (num_steps, capture_step) not in self._train:
             self._train[num_steps, capture_step] = jax.jit(jax.vmap(functools.partial(
                 irp.round_train, model=self.setup.model, tx=self.tx, num_steps=num_steps,
-                batch_size=self.config.batch_size, capture_step=capture_step), in_axes=(0, 0, None, None)))
+                batch_size=self.config.batch_size, capture_step=capture_step), in_axes=(0, 0, None, None)),
+                out_shardings=self.sharding)
         return self._train[num_steps, capture_step](state, progress, self.setup.train_data, jnp.int32(first_step))
 
 
@@ -89,7 +93,7 @@ def run_rounds(
     steps, every = programs.num_steps, config.checkpoint_every_steps or programs.num_steps
     capture = config.rewind_step if config.rewind_step > 0 else None
     seeds = common.init_seeds(setup) if seeds is None else seeds
-    state = jax.jit(jax.vmap(irp.init))(seeds.params, seeds.batch_stats, seeds.order_keys)
+    state = programs.init(seeds.params, seeds.batch_stats, seeds.order_keys)
     history, start, progress = [], (0, 0), None
     checkpointer = checkpoint.RoundCheckpointer(checkpoint_dir) if checkpoint_dir else None
     if checkpointer and checkpointer.latest() is not None:
