@@ -24,6 +24,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 1, "CPU only: split the seeds over up to this many XLA CPU devices (0 = one per core); "
+    "experimental, see the README", lower_bound=0)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -92,7 +95,7 @@ def main(argv: list[str]) -> None:
         _fail(f"--config: {' '.join(str(e).split())}")
     num_seeds = config.get("num_seeds")
     if _NUM_PROCESSES.value is None and isinstance(num_seeds, int) and num_seeds >= 1:
-        parallel.use_cpu_cores(num_seeds)  # one CPU device per core (no effect on GPU/TPU)
+        parallel.use_cpu_cores(num_seeds, cores=_CPU_DEVICES.value or None)  # no effect on GPU/TPU
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     parallel.enable_compilation_cache()
     try:

@@ -48,6 +48,14 @@ def test_irp_job_writes_every_output(finished_run):
     assert len([x for x in lines if "test_accuracy" in x]) == 2 * 2  # one per (round, seed)
     assert json.load(open(os.path.join(workdir, "config.json")))["num_seeds"] == 2
     assert "round 2/2" in proc.stdout  # progress is printed
+    assert results["devices"] == {"platform": "cpu", "devices": 1, "processes": 1}  # --cpu_devices defaults to 1
+
+
+def test_cpu_devices_splits_the_seeds_over_cpu_devices(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path / 'run'}", *TINY, "--cpu_devices=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 seeds over 2 cpu device(s)" in proc.stdout
+    assert json.load(open(tmp_path / "run" / "results.json"))["devices"]["devices"] == 2
 
 
 def test_finished_workdir_is_reported_not_recomputed(finished_run):
@@ -71,6 +79,7 @@ def test_workdir_of_another_config_is_refused_with_the_differing_keys(finished_r
     (["--config.no_such_key=1"], "bad command line"),
     (["--config.dataset=cifar10"], "tfds build cifar10"),
     (["--config.batch_size=100000"], "config.batch_size=100000"),
+    (["--config.checkpoint_every_steps=-1"], "config.checkpoint_every_steps=-1"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
     workdir = tmp_path / "never"

@@ -21,9 +21,10 @@ Taken literally it stops sparse nets at epoch 2 at chance accuracy: with Adam at
 net's loss first moves by ~0.001 per epoch for tens of epochs before memorization sets in (measured, see the
 README), so the defaults in ``configs/memorization.py`` measure the change over w = 10 epochs after a minimum.
 
-Each network runs in a ``lax.while_loop`` over epochs; under ``vmap`` the loop runs until the slowest network stops
-and a stopped network's state is frozen (JAX selects its old carry), so every seed stops at its own epoch without a
-host sync.
+Each network runs in a ``lax.scan`` over ``max_epochs`` epochs and is frozen (state and history) from the epoch its
+rule fires, so every seed stops at its own epoch without a host sync. (A ``while_loop`` would save nothing under
+``vmap``, which runs it until the slowest network stops, and its stopping test would be a reduction over the seeds:
+across devices once the seeds are sharded, where XLA:CPU was seen to deadlock.)
 """
 from __future__ import annotations
 
@@ -82,17 +83,18 @@ def train_until_converged(
     nan = jnp.full((max_epochs,), jnp.nan, jnp.float32)
     history = {"loss": nan, "accuracy": nan} | ({"probe": nan} if probe else {})
 
-    def body(carry):
-        state, history, e, _ = carry
-        state, metrics, _ = train.train_steps(state, mask, data_, key, e * per_epoch, model=model, tx=tx,
-                                              num_steps=per_epoch, batch_size=batch_size)
-        metrics = jax.tree.map(jnp.mean, metrics) | ({"probe": probe(state)} if probe else {})
-        history = {k: v.at[e].set(metrics[k]) for k, v in history.items()}
-        done = should_stop(rule, history["loss"], history["accuracy"], e + 1) if rule else jnp.bool_(False)
-        return state, history, e + 1, done
+    def epoch(carry, e):
+        state, history, epochs, done = carry
+        trained, metrics, _ = train.train_steps(state, mask, data_, key, e * per_epoch, model=model, tx=tx,
+                                                num_steps=per_epoch, batch_size=batch_size)
+        metrics = jax.tree.map(jnp.mean, metrics) | ({"probe": probe(trained)} if probe else {})
+        recorded = {k: v.at[e].set(metrics[k]) for k, v in history.items()}
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(done, o, n), new, old)  # noqa: E731
+        stop = should_stop(rule, recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.bool_(False)
+        return (keep(trained, state), keep(recorded, history), jnp.where(done, epochs, e + 1), done | stop), None
 
-    cond = lambda carry: (~carry[3]) & (carry[2] < max_epochs)  # noqa: E731
-    state, history, epochs, _ = jax.lax.while_loop(cond, body, (state, history, jnp.int32(0), jnp.bool_(False)))
+    start = (state, history, jnp.int32(0), jnp.bool_(False))
+    (state, history, epochs, _), _ = jax.lax.scan(epoch, start, jnp.arange(max_epochs))
     return state, history, epochs
 
 
