@@ -64,8 +64,10 @@ def use_cpu_cores(num_seeds: int, cores: int | None = None) -> int:
     (the device count is left alone), and so does a JAX that has already computed something (too late to change:
     nothing is changed). Returns d, or 0 when the device count was left alone.
 
-    Results do not depend on d beyond float rounding: a device computing more than a few seeds may batch their
-    matmuls differently (see the README's notes on determinism).
+    Results depend on d only through float rounding (a device computing more than a few seeds batches their
+    matmuls differently), which training then amplifies into a different draw; see the README on determinism.
+    d > 1 is experimental: jaxlib's batched CPU LAPACK kernels (e.g. an SVD) wait on XLA's intra-op thread pool
+    and can deadlock when two devices run them at once (README, "Running on GPUs, TPUs and several hosts").
     """
     flags = os.environ.get("XLA_FLAGS", "")
     cores = cores or len(os.sched_getaffinity(0))
