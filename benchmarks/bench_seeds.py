@@ -4,16 +4,17 @@ memory per seed, all measured side by side in one run.
 Workload: the default IRP config's training (``configs/irp.py``: MLP 40-200-200-10 on MNIST-1D, batch 64, Adam
 lr 1e-3, dense mask) as :func:`jaxprune.train.train` for ``--epochs`` epochs, one compiled program per call.
 
-* vmapped: ``jit(vmap(train))`` over the first S seeds of one initialization; loop: ``jit(train)`` for one seed,
-  compiled once and called once per seed (inputs pre-sliced, outputs awaited only at the end, so dispatch overlaps
-  compute). Rates are seed-steps/s (S x optimizer steps / wall seconds), median [min, max] over ``--repeats``
-  interleaved timed calls of each, after a compile call; CPU-µs per seed-step is the process CPU time (all
-  threads) per seed-step, steadier than wall time when other jobs share the cores.
+* loop: ``jit(train)`` for one seed on one device, compiled once and called once per seed (inputs pre-sliced,
+  outputs awaited only at the end, so dispatch overlaps compute); vmapped: ``jit(vmap(train))`` over the first S
+  seeds on that one device; sharded: the same with the seeds split over the process's CPU devices (one per core,
+  set up as the CLI's ``--cpu_devices=0`` does, :func:`jaxprune.parallel.use_cpu_cores`). Rates are seed-steps/s
+  (S x optimizer steps / wall seconds), median [min, max] over ``--repeats`` interleaved timed calls of each,
+  after a compile call; CPU-µs per seed-step is the process CPU time (all threads) per seed-step.
 * FLOPs per seed-step: XLA's count, ``jit(vmap(train_step)).lower(...).compile().cost_analysis()['flops'] / S``
   (one step; a scan body is counted once, not per iteration), beside the hand count of the matmuls:
   forward 2·B·P, weight gradients 2·B·P, input gradients 2·B·(P − d·w₁) (none for the input layer), so
   2·B·(3P − d·w₁) with P = Σ fan_in·fan_out of the kernels, B the batch, d·w₁ the first kernel.
-* matmul peak: the best of ``--repeats`` timed chains of 4 n x n float32 matmuls (n = ``--matmul-size``), timed
+* matmul peak: per repeat, the best over n in ``--matmul-sizes`` of timed chains of n x n float32 matmuls, timed
   before and after the training runs of the same process; "small matmul" is the step's largest matmul shape,
   [S, B, w] @ [S, w, w] batched over seeds, chained the same way.
 * memory: ``compile().memory_analysis()`` of the vmapped program: argument + output + temporary − aliased bytes;
