@@ -80,8 +80,7 @@ def schedule(prune_fraction: float, rounds: int = 0, targets=()) -> list[float]:
 
 def magnitude_prune(params: PyTree, mask: PyTree, density, scope: masks.Scope = "global") -> PyTree:
     """Keep the largest-|θ| surviving prunable weights at ``density`` of all prunable weights."""
-    scores = masks.restrict(jax.tree.map(jnp.abs, params), mask)
-    return masks.from_scores(scores, params, 1.0 - density, scope)
+    return masks.largest_magnitude(params, 1.0 - density, scope, within=mask)
 
 
 @flax.struct.dataclass

@@ -169,6 +169,13 @@ def from_scores(
     return jax.tree.unflatten(treedef, out)
 
 
+def largest_magnitude(params: PyTree, sparsity, scope: Scope = "global", within: PyTree = None) -> PyTree:
+    """Magnitude pruning: keep the largest-|θ| prunable weights, ``sparsity`` of all prunable weights removed
+    (:func:`from_scores` of |θ|); with ``within``, only its survivors compete, so the result is a subset of it."""
+    scores = jax.tree.map(jnp.abs, params)
+    return from_scores(scores if within is None else restrict(scores, within), params, sparsity, scope)
+
+
 def shuffle_within_layers(mask: PyTree, params: PyTree, key: jax.Array) -> PyTree:
     """Sanity ablation (Frankle et al. 2021): randomly permute each prunable layer's mask entries.
 

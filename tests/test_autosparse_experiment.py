@@ -121,10 +121,8 @@ def test_autosparse_masks_hit_sparsity_exactly_through_masking():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("autosparse"))
-    config = tiny_config()
-    return config, workdir, experiment.run(config, workdir)
+def tiny_run(run_experiment):
+    return run_experiment(experiment, tiny_config())
 
 
 def lin_ccc(a, b):

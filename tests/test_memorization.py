@@ -106,11 +106,8 @@ def test_vmapped_training_freezes_each_seed_at_its_own_stopping_epoch():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("memorization"))
-    config = tiny_config()
-    mem.validate(config)
-    return config, workdir, mem.run(config, workdir)
+def tiny_run(run_experiment):
+    return run_experiment(mem, tiny_config())
 
 
 def test_tiny_run_reports_every_method_sparsity_and_seed(tiny_run):

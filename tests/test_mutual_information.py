@@ -1,7 +1,6 @@
 """Tests for the mask-ensemble MI experiment: vmapped ensembles equal per-(draw, repeat, seed) computation,
 data-independent methods estimate 0 (interval holds 0, no excess over the permutation null), p_eff
 arithmetic, and a tiny end-to-end run."""
-import importlib.util
 import json
 import math
 import os
@@ -12,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import mutual_information as mi_config
 from jaxprune import config as jconfig
 from jaxprune import masks, mi, train
 from jaxprune.errors import ConfigError
@@ -23,10 +23,7 @@ CONFIG_FILE = os.path.join(ROOT, "configs", "mutual_information.py")
 
 
 def tiny_config(**overrides):
-    spec = importlib.util.spec_from_file_location("mi_config", CONFIG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = mi_config.get_config()
     c.update(dict(num_examples=64, num_test=64, input_dim=8, widths=(8,), epochs=2, batch_size=16,
                   num_draws=4, repeats=4, num_folds=2, num_permutations=2, synflow_rounds=3,
                   prune_fraction=0.5, sparsity=0.75, draw_noise=1.0, learning_rate=0.05))

@@ -40,11 +40,8 @@ def test_regression_scoring_loss_is_half_mean_squared_error_without_temperature(
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("noise_correlation"))
-    config = tiny_config()
-    nc.validate(config)
-    return config, workdir, nc.run(config, workdir)
+def tiny_run(run_experiment):
+    return run_experiment(nc, tiny_config())
 
 
 def test_tiny_run_tracks_the_correlation_of_every_method_and_imp_round(tiny_run):

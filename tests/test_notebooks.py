@@ -84,10 +84,7 @@ def test_gallery_quick_overrides_are_valid_configs_of_every_experiment():
     gallery = load_gallery()
     assert set(REGISTRY) <= set(gallery.QUICK)
     for name, overrides in gallery.QUICK.items():
-        spec = importlib.util.spec_from_file_location(f"config_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        config = module.get_config()
+        config = importlib.import_module(f"configs.{name}").get_config()
         assert config.experiment == name
         config.update({**gallery.QUICK_COMMON, **overrides})  # raises on a key the config does not have
         config_lib.validate_common(config)

@@ -30,11 +30,9 @@ def tiny_config(**overrides):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    config = tiny_config(methods=("magnitude", "imp"), ablations=("reinit", "invert"), dense_reference=False)
-    pai_experiment.validate(config)
-    workdir = str(tmp_path_factory.mktemp("pai"))
-    return config, workdir, pai_experiment.run(config, workdir)
+def tiny_run(run_experiment):
+    return run_experiment(pai_experiment, tiny_config(methods=("magnitude", "imp"), ablations=("reinit", "invert"),
+                                                      dense_reference=False))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +129,7 @@ def test_ablations_apply_to_every_method_but_random_and_invert_only_at_init():
 
 def test_batched_training_equals_one_call_per_sparsity(tiny_setup):
     config, setup, seeds, base = tiny_setup
-    last = pai_experiment.train_blocks(config, setup, seeds, base)[-1]
+    last = masking.train_mask_sets(config, setup, seeds, list(base.values()))[-1]
     alone = masking.train_masked(config, setup, seeds, base[config.sparsities[-1]])
     for key in ("test_accuracy", "train_accuracy", "test_loss", "train_loss", "epoch_loss"):
         np.testing.assert_allclose(last[key], alone[key], rtol=1e-5, atol=1e-6)

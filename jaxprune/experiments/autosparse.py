@@ -33,6 +33,7 @@ from jaxprune.config import (check_choice, check_methods, check_positive_int, ch
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import irp as irp_experiment
+from jaxprune.experiments import pai as pai_experiment
 
 TENDENCY_BINS = 20
 
@@ -152,17 +153,6 @@ def predict_rows(predictor: autosparse.PredictorState, rows: autosparse.Dataset)
     return np.concatenate([np.asarray(autosparse.predict(predictor, layer)) for layer in layers])
 
 
-def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list) -> list[dict]:
-    """Per-seed results (``masking.train_masked``) of every seed trained under each stacked mask set, all in one
-    vmapped call: the seeds are tiled once per mask set, so every method sees each seed's data order."""
-    tile = lambda a: jnp.concatenate([a] * len(mask_sets))  # noqa: E731
-    tiled = common.Seeds(*setup.shard(jax.tree.map(tile, tuple(seeds))))
-    stacked = setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
-    out = masking.train_masked(config, setup, tiled, stacked)
-    n = config.num_seeds
-    return [jax.tree.map(lambda a: a[i * n:(i + 1) * n], out) for i in range(len(mask_sets))]
-
-
 def accuracies(result: dict) -> np.ndarray:
     """Test accuracy per seed, NaN where the loss went non-finite."""
     return np.where(result["failed_step"] >= 0, np.nan, result["test_accuracy"])
@@ -180,7 +170,7 @@ def compare(config, setup: common.Setup, predictors: dict, log, checkpoint_dir: 
         labelled[label] = masking.method_masks("autosparse", config, setup, seeds, sparsities, predictor=predictor)
     keys = [(m, s) for m in labelled for s in sparsities]
     log(f"{config.model} on {config.dataset}: training {len(keys)} x {config.num_seeds} masked networks")
-    results = train_all(config, setup, seeds, [labelled[m][s] for m, s in keys])
+    results = masking.train_mask_sets(config, setup, seeds, [labelled[m][s] for m, s in keys])
     return [{"method": m, "sparsity": s, "test_accuracy": accuracies(r), "train_accuracy": r["train_accuracy"]}
             for (m, s), r in zip(keys, results)]
 
@@ -212,11 +202,7 @@ def plot_tendencies(path: str, rows: autosparse.Dataset, predicted: dict) -> Non
 
 def plot_accuracy(path: str, rows: list[dict], title: str) -> None:
     """Test accuracy against density 1 - sparsity, one band per method."""
-    curves = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        curves[method] = ([1 - r["sparsity"] for r in mine], np.stack([r["test_accuracy"] for r in mine], axis=1))
-    plotting.lines_vs_density(path, curves, ylabel="test accuracy", title=title)
+    plotting.lines_vs_density(path, pai_experiment.curves(rows, "test_accuracy"), ylabel="test accuracy", title=title)
 
 
 def records(table: str, rows: list[dict], **extra) -> list[dict]:

@@ -77,8 +77,7 @@ def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
 def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, order_keys, sparsities) -> dict:
     """{sparsity: stacked masks} keeping the largest |θ_T| of the trained dense nets (one-shot, ``config.scope``)."""
     trained = train_dense(config, setup, params, batch_stats, order_keys).params
-    prune_all = jax.jit(jax.vmap(
-        lambda p, s: masks.from_scores(jax.tree.map(jnp.abs, p), p, s, config.scope), in_axes=(0, None)))
+    prune_all = jax.jit(jax.vmap(lambda p, s: masks.largest_magnitude(p, s, config.scope), in_axes=(0, None)))
     return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
 
 
@@ -139,3 +138,14 @@ def train_masked(config, setup: common.Setup, seeds: common.Seeds, stacked_masks
 
     out = jax.jit(jax.vmap(one_seed))(seeds.params, seeds.batch_stats, stacked_masks, seeds.order_keys)
     return jax.tree.map(np.asarray, parallel.to_host(out))
+
+
+def train_mask_sets(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list) -> list[dict]:
+    """:func:`train_masked` of every seed under each stacked mask set, in ONE compiled call: the seeds tiled once
+    per mask set along the seed axis, the mask sets concatenated; one per-seed output dict per mask set."""
+    tile = lambda a: jnp.concatenate([a] * len(mask_sets))  # noqa: E731
+    tiled = common.Seeds(*setup.shard(jax.tree.map(tile, tuple(seeds))))
+    joined = setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
+    out = train_masked(config, setup, tiled, joined)
+    n = config.num_seeds
+    return [jax.tree.map(lambda a: a[i * n:(i + 1) * n], out) for i in range(len(mask_sets))]

@@ -136,7 +136,7 @@ def training_track(config, setup: common.Setup, tx, params, batch_stats, y, key)
     """[epochs + 1, ...]: one network's largest-|θ_t| mask at ``config.sparsity`` after t = 0..epochs epochs
     of dense training on labels ``y`` (epoch t's data order from fold_in(key, t))."""
     data = train.Data(setup.train_data.x, y)
-    prune = lambda p: masks.from_scores(jax.tree.map(jnp.abs, p), p, config.sparsity, config.scope)  # noqa: E731
+    prune = lambda p: masks.largest_magnitude(p, config.sparsity, config.scope)  # noqa: E731
 
     def epoch(state, t):
         state = train.train(state, masks.ones(params), data, jax.random.fold_in(key, t), model=setup.model, tx=tx,

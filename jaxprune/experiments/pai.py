@@ -24,7 +24,6 @@ import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import masks, parallel, plotting, train, workdir as wd
@@ -84,22 +83,12 @@ def mask_report(stacked_mask, params) -> dict:
     return {"density": density, "layer_density": layers, "collapsed_layers": collapsed}
 
 
-def train_blocks(config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> list[dict]:
-    """``masking.train_masked`` of every sparsity's masks in ONE compiled call: the seeds tiled once per sparsity
-    along the seed axis, the masks concatenated; returns one per-seed output dict per sparsity."""
-    blocks = len(stacked_masks)
-    tiled = jax.tree.map(lambda x: jnp.concatenate([x] * blocks), seeds)
-    joined = jax.tree.map(lambda *m: jnp.concatenate(m), *stacked_masks.values())
-    out = masking.train_masked(config, setup, tiled, joined)
-    n = config.num_seeds
-    return [jax.tree.map(lambda v: v[b * n:(b + 1) * n], out) for b in range(blocks)]
-
-
 def evaluate_rows(method: str, config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict,
                   log: common.Progress) -> list[dict]:
     """Train every seed's masked network at every sparsity; one result row per sparsity (values per seed)."""
     rows = []
-    for (sparsity, stacked), out in zip(stacked_masks.items(), train_blocks(config, setup, seeds, stacked_masks)):
+    trained = masking.train_mask_sets(config, setup, seeds, list(stacked_masks.values()))
+    for (sparsity, stacked), out in zip(stacked_masks.items(), trained):
         report = mask_report(stacked, seeds.params)
         rows.append({"method": method, "sparsity": float(sparsity), **report,
                      **{k: out[k] for k in ("test_accuracy", "train_accuracy", "test_loss", "train_loss")},
