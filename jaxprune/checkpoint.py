@@ -19,21 +19,18 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxprune.parallel import is_key
 from jaxprune.workdir import to_jsonable
 
 PyTree = Any
 
 
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _unwrap_keys(tree: PyTree) -> PyTree:
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
 
 
 def _rewrap_keys(tree: PyTree, like: PyTree) -> PyTree:
-    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref)) if _is_key(ref)
+    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref)) if is_key(ref)
                         else x, tree, like)
 
 

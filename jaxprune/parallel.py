@@ -131,6 +131,11 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return _place(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+def is_key(leaf: Any) -> bool:
+    """True for an array of typed PRNG keys (``jax.random.key``), which travels as its raw ``key_data``."""
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
 def _place(tree: Any, sharding: NamedSharding) -> Any:
     """Each leaf of ``tree`` (the same global value on every process) laid out by ``sharding``.
 
@@ -138,7 +143,7 @@ def _place(tree: Any, sharding: NamedSharding) -> Any:
     result a correct global array when the mesh spans several hosts. PRNG key arrays travel as their key data.
     """
     def place(leaf: Any) -> jax.Array:
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        if is_key(leaf):
             return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return jax.device_put(leaf, sharding)
@@ -153,7 +158,7 @@ def to_host(tree: Any) -> Any:
 
     Typed PRNG keys come back as their raw ``jax.random.key_data`` (uint32)."""
     def gather(leaf: Any) -> np.ndarray:
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        if is_key(leaf):
             leaf = jax.random.key_data(leaf)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return multihost_utils.process_allgather(leaf, tiled=True)

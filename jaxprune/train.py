@@ -193,8 +193,10 @@ def train_steps(
 
     def step(carry, t):
         state, order, captured = carry
-        # The predicates depend on the step only, never on a seed, so under vmap they stay branches.
-        order = jax.lax.cond(t % per_epoch == 0, lambda: epoch_order(key, t // per_epoch, n), lambda: order)
+        # The predicates depend on the step only, never on a seed, so under vmap they stay branches. The first
+        # step's order is already in the carry.
+        new_epoch = (t % per_epoch == 0) & (t != first_step)
+        order = jax.lax.cond(new_epoch, lambda: epoch_order(key, t // per_epoch, n), lambda: order)
         if capture_step is not None:
             captured = jax.lax.cond(t == capture_step, lambda: (state.params, state.batch_stats), lambda: captured)
         idx = jax.lax.dynamic_slice_in_dim(order, (t % per_epoch) * batch_size, batch_size)

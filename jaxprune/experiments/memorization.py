@@ -43,7 +43,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 
 MLP_MODELS = ("mlp", "lenet300_100")  # models the spectral-norm-product bound applies to
-AFTER_TRAINING, AT_INIT = ("imp", "magnitude_after"), ("snip", "grasp", "synflow", "random")
+AT_INIT = ("snip", "grasp", "synflow", "random")  # the paper's at-initialization methods (ordering check)
 
 
 class StopRule(NamedTuple):
@@ -169,7 +169,8 @@ def ordering(results: list[dict]) -> list[dict]:
     rows = []
     for s in sorted({r["sparsity"] for r in results if r["method"] != "dense"}):
         mean = {r["method"]: float(np.mean(r["train_accuracy"])) for r in results if r["sparsity"] == s}
-        after, init = [mean[m] for m in AFTER_TRAINING if m in mean], [mean[m] for m in AT_INIT if m in mean]
+        after = [mean[m] for m in masking.AFTER_TRAINING if m in mean]
+        init = [mean[m] for m in AT_INIT if m in mean]
         holds = bool(min(after) > max(init)) if after and init else None
         rows.append({"sparsity": s, "after_training_worst": min(after, default=None),
                      "at_init_best": max(init, default=None), "holds": holds})
