@@ -37,6 +37,7 @@ def base() -> ml_collections.ConfigDict:
     # Seeds: seed i of a sweep uses fold_in(PRNGKey(seed), i), so any seed can be rerun alone.
     c.num_seeds = 4
     c.seed = 0
+    c.seed_ids = ()  # run only these seeds of the sweep, e.g. (3,): the CLI sets num_seeds = len(seed_ids)
     # Optimization (one training run).
     c.epochs = 10
     c.batch_size = 64
@@ -122,6 +123,18 @@ def check_positive_int(config, key: str, minimum: int = 1) -> None:
            f"config.{key}={value!r}: must be an integer >= {minimum}")
 
 
+def seed_ids(config) -> tuple[int, ...]:
+    """The ids i of the seeds a run computes (seed i uses ``fold_in(key(seed), i)``): ``seed_ids``, or 0..num_seeds-1."""
+    return tuple(config.seed_ids) if config.seed_ids else tuple(range(config.num_seeds))
+
+
+def resolve_seed_ids(config) -> None:
+    """The CLI's reading of ``seed_ids``: a run of the named seeds alone, so ``num_seeds`` becomes their count."""
+    ids = config.get("seed_ids")
+    if isinstance(ids, (list, tuple)) and ids:
+        config.num_seeds = len(ids)
+
+
 def validate_common(config) -> None:
     """Check the shared keys (not the dataset's existence, which the data loader checks)."""
     from jaxprune import data, models, train  # local: keep `import jaxprune.config` light for config files
@@ -139,6 +152,13 @@ def validate_common(config) -> None:
     check_positive_int(config, "num_classes", minimum=2)
     for key in ("seed", "data_seed"):
         check_positive_int(config, key, minimum=0)
+    ids = config.seed_ids
+    _check(isinstance(ids, (list, tuple)) and len(set(ids)) == len(ids)
+           and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids),
+           f"config.seed_ids={ids!r}: must be a tuple of distinct non-negative seed ids, e.g. (3,)")
+    _check(not ids or len(ids) == config.num_seeds,
+           f"config.seed_ids={tuple(ids)!r} names {len(ids)} seed(s) but config.num_seeds={config.num_seeds}; "
+           "the command line sets num_seeds from seed_ids")
     check_fraction(config, "label_noise")
     for key in ("learning_rate", "noise_std"):
         _check(isinstance(config[key], (int, float)) and config[key] > 0, f"config.{key}={config[key]!r}: must be > 0")

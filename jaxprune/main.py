@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxprune import parallel, workdir as wd
+from jaxprune import config as config_lib, parallel, workdir as wd
 from jaxprune.config import RUN_KEYS
 from jaxprune.errors import AllSeedsFailed, ConfigError
 
@@ -25,8 +25,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: HOS
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 1, "CPU only: split the seeds over up to this many XLA CPU devices (0 = one per core); "
-    "experimental, see the README", lower_bound=0)
+    "cpu_devices", 0, "CPU only: split the seeds over up to this many XLA CPU devices per process (0 = one per "
+    "core); the results do not depend on it", lower_bound=0)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -44,7 +44,6 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def validate(config) -> object:
     """The experiment module for ``config.experiment``, after checking every key (raises ConfigError)."""
-    from jaxprune import config as config_lib
     from jaxprune.experiments import REGISTRY
 
     if config.get("experiment") not in REGISTRY:
@@ -93,9 +92,11 @@ def main(argv: list[str]) -> None:
         config.get("experiment")  # config_flags reports a file it could not load only on first use
     except OSError as e:
         _fail(f"--config: {' '.join(str(e).split())}")
+    config_lib.resolve_seed_ids(config)
     num_seeds = config.get("num_seeds")
-    if _NUM_PROCESSES.value is None and isinstance(num_seeds, int) and num_seeds >= 1:
-        parallel.use_cpu_cores(num_seeds, cores=_CPU_DEVICES.value or None)  # no effect on GPU/TPU
+    if isinstance(num_seeds, int) and num_seeds >= 1:
+        processes = _NUM_PROCESSES.value or 1
+        parallel.use_cpu_cores(max(num_seeds // processes, 1), cores=_CPU_DEVICES.value or None)  # CPU only
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     parallel.enable_compilation_cache()
     try:
@@ -106,12 +107,19 @@ def main(argv: list[str]) -> None:
             print(f"jaxprune: {workdir} already holds the finished run of this config "
                   f"(results.json); rerun with --config.overwrite=True to recompute.", flush=True)
             return
+        created = not os.path.exists(workdir)
+        if parallel.is_primary():  # the only process that writes, and holds the workdir while it runs
+            os.makedirs(workdir, exist_ok=True)
+            wd.hold(workdir)
     except ConfigError as e:
         _fail(str(e))
-    created = not os.path.exists(workdir)
+    run_in(workdir, experiment, config, config_dict, created)
+
+
+def run_in(workdir: str, experiment, config, config_dict: dict, created: bool) -> None:
+    """Run ``experiment`` into ``workdir`` (held by this process): config.json first, results.json last."""
     had_config = os.path.exists(os.path.join(workdir, wd.CONFIG))
-    if parallel.is_primary():  # the only process that writes
-        os.makedirs(workdir, exist_ok=True)
+    if parallel.is_primary():
         if config.overwrite:
             clear_outputs(workdir)
         wd.write_json(os.path.join(workdir, wd.CONFIG), config_dict)
@@ -124,13 +132,14 @@ def main(argv: list[str]) -> None:
     except ConfigError as e:  # found while loading data: leave the workdir as it was
         if parallel.is_primary() and not had_config:
             os.remove(os.path.join(workdir, wd.CONFIG))
-        if parallel.is_primary() and created and not os.listdir(workdir):
-            os.rmdir(workdir)
+        if parallel.is_primary() and created and set(os.listdir(workdir)) <= {wd.LOCK}:
+            shutil.rmtree(workdir)
         _fail(str(e))
     except AllSeedsFailed as e:
         _fail(str(e), code=1)
     if parallel.is_primary():
-        wd.write_json(os.path.join(workdir, wd.RESULTS), {**results, "devices": devices})
+        wd.write_json(os.path.join(workdir, wd.RESULTS),
+                      {**results, "seed_ids": config_lib.seed_ids(config), "devices": devices})
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ value, and each materialises only the shards that live on its own devices.
 import glob
 import importlib.util
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -51,35 +52,49 @@ FORCED_DEVICE_COUNT = "--xla_force_host_platform_device_count"
 # place instead of copying it every step (17 copies per step of the default MLP's Adam step without it). The
 # compiled maths is unchanged: results are bit-identical (tests/test_parallel.py), steps ~25% faster.
 CPU_REGION_ANALYSIS = "--xla_cpu_copy_insertion_use_region_analysis=true"
+# XLA:CPU devices created at least. XLA sizes its intra-op thread pool (which Eigen's matmuls split their work over)
+# as max(cores, devices), and Eigen's threaded contraction sums some products in another order with a pool of exactly
+# two threads than with one or with three and more (it splits the inner dimension: e.g. the (200 x 64) @ (64 x 200)
+# of an MLP's weight gradient). Creating at least 4 devices, whichever the seeds use, gives every layout the same
+# pool on machines with up to 4 cores, and numbers equal to those of 1-, 4-, 8- and 16-thread pools
+# (tests/test_scale_out.py).
+MIN_CPU_DEVICES = 4
+_cpu_mesh_devices: int | None = None  # CPU devices per process the seed mesh uses (None: every device)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
 
 
 def use_cpu_cores(num_seeds: int, cores: int | None = None) -> int:
     """Sets XLA:CPU up for a sweep of ``num_seeds`` seeds; call it before the first JAX computation.
 
     XLA:CPU runs the small ops of one program on essentially one core, so one CPU device leaves the others idle.
-    This exposes d CPU devices, d the largest divisor of ``num_seeds`` that is ≤ ``cores`` (default: the cores
-    this process may use), so :func:`seed_mesh` spans d devices and each computes its own block of seeds on its
-    own core. It also turns on :data:`CPU_REGION_ANALYSIS`. Only the CPU backend is affected: on GPU/TPU the mesh
-    is made of the accelerators. An explicit ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins
-    (the device count is left alone), and so does a JAX that has already computed something (too late to change:
-    nothing is changed). Returns d, or 0 when the device count was left alone.
-
-    Results depend on d only through float rounding (a device computing more than a few seeds batches their
-    matmuls differently), which training then amplifies into a different draw; see the README on determinism.
-    d > 1 is experimental: jaxlib's batched CPU LAPACK kernels (e.g. an SVD) wait on XLA's intra-op thread pool
-    and can deadlock when two devices run them at once (README, "Running on GPUs, TPUs and several hosts").
+    The seed mesh (:func:`seed_mesh`) then spans d CPU devices per process, d the largest divisor of ``num_seeds``
+    that is ≤ ``cores`` (default: every core this process may use), and each device computes its own seeds on its
+    own core. At least :data:`MIN_CPU_DEVICES` devices are created (the rest stay idle), so that XLA's intra-op
+    thread pool, and with it the rounding of every matmul, is the same whatever d is. It also turns on
+    :data:`CPU_REGION_ANALYSIS`. Only the CPU backend is affected: on GPU/TPU the mesh is made of the accelerators.
+    An explicit ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins (the mesh spans the devices it
+    forces), and so does a JAX that has already computed something (too late to change: nothing is changed).
+    Returns d, or 0 when the device count was left alone.
     """
+    global _cpu_mesh_devices
     flags = os.environ.get("XLA_FLAGS", "")
-    cores = cores or len(os.sched_getaffinity(0))
+    cores = cores or cpu_cores()
     devices = max(d for d in range(1, min(cores, num_seeds) + 1) if num_seeds % d == 0)
     try:
         if FORCED_DEVICE_COUNT not in flags:
-            jax.config.update("jax_num_cpu_devices", devices)
+            jax.config.update("jax_num_cpu_devices", max(cpu_cores(), devices, MIN_CPU_DEVICES))
     except RuntimeError:  # JAX's backends are already up: XLA_FLAGS would not be read again either
         return 0
     if CPU_REGION_ANALYSIS.split("=")[0] not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {CPU_REGION_ANALYSIS}".strip()
-    return 0 if FORCED_DEVICE_COUNT in flags else devices
+    if FORCED_DEVICE_COUNT in flags:
+        return 0
+    _cpu_mesh_devices = devices
+    return devices
 
 
 def _on_cloud_tpu_vm() -> bool:
@@ -89,8 +104,15 @@ def _on_cloud_tpu_vm() -> bool:
 
 
 def seed_mesh() -> Mesh:
-    """The 1-D mesh over all devices of all processes, with the single axis ``'seeds'``."""
-    return Mesh(np.asarray(jax.devices()), (SEED_AXIS,))
+    """The 1-D mesh, axis ``'seeds'``, over the devices of every process: all of them, or on CPU after
+    :func:`use_cpu_cores` the first d of each process (process by process)."""
+    devices = jax.devices()
+    if _cpu_mesh_devices is not None and devices[0].platform == "cpu":
+        by_process = {}
+        for device in devices:
+            by_process.setdefault(device.process_index, []).append(device)
+        devices = [d for p in sorted(by_process) for d in by_process[p][:_cpu_mesh_devices]]
+    return Mesh(np.asarray(devices), (SEED_AXIS,))
 
 
 def check_num_seeds(num_seeds: int, mesh: Mesh) -> None:
@@ -143,6 +165,8 @@ def _place(tree: Any, sharding: NamedSharding) -> Any:
     result a correct global array when the mesh spans several hosts. PRNG key arrays travel as their key data.
     """
     def place(leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
         if is_key(leaf):
             return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
@@ -167,10 +191,108 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(gather, tree)
 
 
-def device_summary() -> dict:
-    """The devices the seed mesh spans: platform, device count and process count (recorded in results.json,
-    since results can differ in float rounding between device counts)."""
-    return {"platform": jax.devices()[0].platform, "devices": jax.device_count(), "processes": jax.process_count()}
+def device_summary(mesh: Mesh | None = None) -> dict:
+    """The devices the seed mesh spans (platform, device count, process count), the seeds per vmapped block
+    (:func:`seed_block`) and the XLA CPU devices created (whose count sizes XLA:CPU's thread pool); recorded in
+    results.json."""
+    mesh = seed_mesh() if mesh is None else mesh
+    platform = mesh.devices.flat[0].platform
+    return {"platform": platform, "devices": int(mesh.size), "processes": jax.process_count(),
+            "seed_block": seed_block(platform), "local_devices_created": jax.local_device_count()}
+
+
+SEED_BLOCKS = {"cpu": 2}  # seeds per vmapped block by platform; others: DEFAULT_SEED_BLOCK
+DEFAULT_SEED_BLOCK = 8
+
+
+def seed_block(platform: str | None = None) -> int:
+    """Seeds vmapped together in one block of :func:`seed_map` on ``platform`` (default: JAX's default backend).
+
+    On XLA:CPU vmapping saves no work (the cores are used by the seed mesh instead), so blocks are small; on
+    accelerators a block of several seeds fills the device better. A seed's numbers depend on the block size, so
+    it is one per platform, not a function of how many seeds a run has."""
+    return SEED_BLOCKS.get(platform or jax.default_backend(), DEFAULT_SEED_BLOCK)
+
+
+def seed_map(fn: Callable, mesh: Mesh, *, in_axes=0, block: int | None = None, blockwise: bool = False) -> Callable:
+    """``fn`` (written for ONE seed) lifted to every seed of the mesh: ``seed_map(fn, mesh)(*args)`` returns what
+    ``jax.jit(jax.vmap(fn, in_axes))(*args)`` would, with every output's leading (seed) axis sharded over ``mesh``.
+
+    ``in_axes`` is 0 (every argument has a leading seed axis) or a tuple with 0 or None per positional argument
+    (None: shared by all seeds, e.g. the dataset or a step count). Unlike ``jit(vmap)``, a seed's result does not
+    depend on the layout of the sweep — how many devices or processes there are, how many seeds share a device,
+    which seeds run beside it — only on its own inputs and the platform:
+
+    * every device runs the same single-device program on its own seeds (no SPMD partitioning: XLA compiles a
+      multi-device program differently, which changes float rounding);
+    * that program vmaps ``fn`` over blocks of a fixed size (:func:`seed_block`) and loops over the blocks
+      (``lax.map``), padding the last block with copies of the device's last seed, so every seed is computed
+      by the same compiled arithmetic whatever the number of seeds;
+    * the devices run concurrently (JAX dispatches asynchronously) and their results are assembled into global
+      arrays without any communication, so the mesh may span several hosts.
+
+    ``blockwise=True``: ``fn`` takes a whole block (a leading block axis on the per-seed arguments) and returns one,
+    for loops whose length the block decides, e.g. training until every network of the block has converged; its
+    result for a seed must not depend on the other seeds of the block.
+    """
+    return SeedMap(fn, mesh, in_axes, block, blockwise)
+
+
+class SeedMap:
+    """The callable :func:`seed_map` returns: one jitted single-device program, run on every local device."""
+
+    def __init__(self, fn: Callable, mesh: Mesh, in_axes, block: int | None, blockwise: bool = False):
+        self.fn, self.mesh, self.in_axes, self.blockwise = fn, mesh, in_axes, blockwise
+        self.block = block or seed_block(mesh.devices.flat[0].platform)
+        self.sharding = seed_sharding(mesh)
+        self.local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+        self.program = jax.jit(self._blocked)
+
+    def _axes(self, num_args: int) -> tuple:
+        axes = self.in_axes if isinstance(self.in_axes, (tuple, list)) else (self.in_axes,) * num_args
+        if len(axes) != num_args or any(a not in (0, None) for a in axes):
+            raise ValueError(f"in_axes={self.in_axes!r}: need 0 or None for each of the {num_args} arguments")
+        return tuple(axes)
+
+    def _blocked(self, *args):
+        """One device's program: ``fn`` vmapped over blocks of ``self.block`` of its seeds, looped over blocks."""
+        axes = self._axes(len(args))
+        n = next(np.shape(leaf)[0] for a, ax in zip(args, axes) if ax == 0 for leaf in jax.tree.leaves(a))
+        blocks = -(-n // self.block)
+
+        def to_blocks(x):
+            padded = jnp.concatenate([x, jnp.repeat(x[-1:], blocks * self.block - n, axis=0)])
+            return padded.reshape(blocks, self.block, *x.shape[1:])
+
+        def run_block(per_seed):
+            full = [b if ax == 0 else a for a, b, ax in zip(args, per_seed, axes)]
+            return self.fn(*full) if self.blockwise else jax.vmap(self.fn, in_axes=axes)(*full)
+
+        per_seed = [jax.tree.map(to_blocks, a) if ax == 0 else None for a, ax in zip(args, axes)]
+        out = jax.lax.map(run_block, per_seed)
+        return jax.tree.map(lambda y: y.reshape(blocks * self.block, *y.shape[2:])[:n], out)
+
+    def _on_device(self, arg, axis, device):
+        """The part of ``arg`` that ``device`` computes on: its seeds (axis 0) or all of it (None)."""
+        def local(leaf):
+            if not isinstance(leaf, jax.Array):
+                leaf = jnp.asarray(leaf)
+            if leaf.sharding.device_set == {device}:
+                return leaf
+            shards = [s.data for s in leaf.addressable_shards if s.device == device]
+            return shards[0] if shards else jax.device_put(leaf, device)
+
+        return jax.tree.map(local, arg)
+
+    def __call__(self, *args):
+        axes = self._axes(len(args))
+        args = [shard_seeds(a, self.mesh) if ax == 0 else a for a, ax in zip(args, axes)]
+        outs = [self.program(*[self._on_device(a, ax, d) for a, ax in zip(args, axes)]) for d in self.local_devices]
+        leaves = [jax.tree.leaves(o) for o in outs]
+        return jax.tree.unflatten(jax.tree.structure(outs[0]), [
+            jax.make_array_from_single_device_arrays(
+                (shards[0].shape[0] * self.mesh.size, *shards[0].shape[1:]), self.sharding, list(shards))
+            for shards in zip(*leaves)])
 
 
 def is_primary() -> bool:

@@ -6,6 +6,7 @@ written to a temporary name and renamed into place, so each is either absent or 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ RESULTS = "results.json"
 CHECKPOINTS = "checkpoints"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -92,3 +94,26 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return lines
+
+
+_held: list[int] = []  # descriptors of the workdir locks this process holds (kept open until it exits)
+
+
+def hold(workdir: str) -> None:
+    """Hold ``workdir`` for this process until it exits: a second run on it is refused (ConfigError) meanwhile.
+
+    An advisory ``flock`` on ``workdir/.lock``, which the kernel releases when the process ends in any way
+    (``kill -9`` included), so a killed run never leaves the workdir locked and its rerun resumes at once.
+    The file holds the pid of the run that holds it, for the message.
+    """
+    fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(f"--workdir={workdir} is in use by another run (pid {holder}); wait for it to finish "
+                          "or use another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held.append(fd)

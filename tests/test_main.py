@@ -48,14 +48,16 @@ def test_irp_job_writes_every_output(finished_run):
     assert len([x for x in lines if "test_accuracy" in x]) == 2 * 2  # one per (round, seed)
     assert json.load(open(os.path.join(workdir, "config.json")))["num_seeds"] == 2
     assert "round 2/2" in proc.stdout  # progress is printed
-    assert results["devices"] == {"platform": "cpu", "devices": 1, "processes": 1}  # --cpu_devices defaults to 1
+    cores = len(os.sched_getaffinity(0))
+    assert results["devices"]["devices"] == min(2, cores)  # every core by default, up to the 2 seeds
+    assert results["devices"]["processes"] == 1 and results["seed_ids"] == [0, 1]
 
 
-def test_cpu_devices_splits_the_seeds_over_cpu_devices(tmp_path):
-    proc = run_cli(f"--workdir={tmp_path / 'run'}", *TINY, "--cpu_devices=2")
+def test_cpu_devices_1_runs_every_seed_on_one_device(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path / 'run'}", *TINY, "--cpu_devices=1")
     assert proc.returncode == 0, proc.stderr
-    assert "2 seeds over 2 cpu device(s)" in proc.stdout
-    assert json.load(open(tmp_path / "run" / "results.json"))["devices"]["devices"] == 2
+    assert "2 seeds over 1 cpu device(s)" in proc.stdout
+    assert json.load(open(tmp_path / "run" / "results.json"))["devices"]["devices"] == 1
 
 
 def test_finished_workdir_is_reported_not_recomputed(finished_run):

@@ -89,9 +89,9 @@ def test_vmapped_training_freezes_each_seed_at_its_own_stopping_epoch():
     tx = train.optimizer_from_config(config, 4)
     rule = mem.StopRule(0.02, 1, 3, 0.0)
     fit = lambda p, bs, m, k: mem.train_until_converged(  # noqa: E731
-        train.init_state(masks.apply(p, m), bs, tx), m, setup.train_data, k, model=setup.model, tx=tx,
-        batch_size=16, max_epochs=30, rule=rule)
-    states, history, epochs = jax.jit(jax.vmap(fit))(seeds.params, seeds.batch_stats, grid, seeds.order_keys)
+        jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(p, bs, m), m, setup.train_data, k,
+        model=setup.model, tx=tx, batch_size=16, max_epochs=30, rule=rule)
+    states, history, epochs = jax.jit(fit)(seeds.params, seeds.batch_stats, grid, seeds.order_keys)
     assert epochs[0] != epochs[1] and all(1 < e < 30 for e in epochs)
     for i in range(2):
         e = int(epochs[i])

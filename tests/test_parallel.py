@@ -204,7 +204,8 @@ import json, sys
 from jaxprune import parallel
 devices = parallel.use_cpu_cores(int(sys.argv[1]), cores=int(sys.argv[2]))
 import jax, os
-print(json.dumps({"returned": devices, "devices": len(jax.devices()), "xla_flags": os.environ["XLA_FLAGS"]}))
+print(json.dumps({"returned": devices, "devices": len(jax.devices()), "mesh": parallel.seed_mesh().size,
+                  "xla_flags": os.environ["XLA_FLAGS"]}))
 '''
 
 
@@ -219,13 +220,16 @@ def cores_run(num_seeds, cores, xla_flags=""):
 @pytest.mark.parametrize("num_seeds,cores,expected", [(6, 4, 3), (8, 4, 4), (5, 2, 1), (1, 8, 1), (32, 2, 2)])
 def test_use_cpu_cores_gives_the_largest_divisor_of_the_seeds_up_to_the_cores(num_seeds, cores, expected):
     out = cores_run(num_seeds, cores)
-    assert out["returned"] == out["devices"] == expected
+    assert out["returned"] == out["mesh"] == expected
+    # at least MIN_CPU_DEVICES devices exist (XLA's thread pool is sized by them), the mesh uses the first ones
+    from jaxprune.parallel import MIN_CPU_DEVICES
+    assert out["devices"] == max(len(os.sched_getaffinity(0)), expected, MIN_CPU_DEVICES)
     assert parallel_flag() in out["xla_flags"]
 
 
 def test_use_cpu_cores_leaves_a_forced_device_count_alone():
     out = cores_run(8, 4, "--xla_force_host_platform_device_count=2")
-    assert out["returned"] == 0 and out["devices"] == 2
+    assert out["returned"] == 0 and out["devices"] == out["mesh"] == 2
 
 
 def parallel_flag():

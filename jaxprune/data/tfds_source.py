@@ -13,13 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from jaxprune.data.dataset import Dataset, classification, standardize, subset_indices
 from jaxprune.errors import ConfigError
 
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-_ARRAY_RECORD = tfds.core.file_adapters.FileFormat.ARRAY_RECORD
 
 
 def prepare_command(name: str, data_dir: str) -> str:
@@ -28,9 +26,10 @@ def prepare_command(name: str, data_dir: str) -> str:
             f"tfds build {name} --file_format=array_record --data_dir={data_dir}")
 
 
-def _check_prepared(builder: tfds.core.DatasetBuilder) -> None:
-    """Raise ConfigError (one line, with the prepare command) unless the data exist as ArrayRecord files."""
-    if builder.is_prepared() and _ARRAY_RECORD in builder.info.available_file_formats():
+def _check_prepared(builder, array_record) -> None:
+    """Raise ConfigError (one line, with the prepare command) unless the data of the TFDS ``builder`` exist as
+    ``array_record`` (TFDS's ArrayRecord file format) files."""
+    if builder.is_prepared() and array_record in builder.info.available_file_formats():
         return
     root = builder.data_dir_root
     raise ConfigError(
@@ -48,9 +47,12 @@ def _read(source: Sequence[dict], indices: np.ndarray) -> tuple[np.ndarray, np.n
 
 def load(name: str, data_dir: str | None, data_seed: int, num_examples: int, num_test: int) -> Dataset:
     """TFDS dataset ``name`` from ``data_dir`` (None: the TFDS default, $TFDS_DATA_DIR or
-    ~/tensorflow_datasets); ``num_examples`` / ``num_test`` > 0 keep a random subset drawn from data_seed."""
+    ~/tensorflow_datasets); ``num_examples`` / ``num_test`` > 0 keep a random subset drawn from data_seed.
+    tensorflow_datasets is imported here, not with the module: it takes seconds and most runs never need it."""
+    import tensorflow_datasets as tfds
+
     builder = tfds.builder(name, data_dir=data_dir)
-    _check_prepared(builder)
+    _check_prepared(builder, tfds.core.file_adapters.FileFormat.ARRAY_RECORD)
     train_source, test_source = (builder.as_data_source(split=split) for split in ("train", "test"))
     train = subset_indices(len(train_source), num_examples, data_seed, "num_examples")
     test = subset_indices(len(test_source), num_test, data_seed, "num_test")

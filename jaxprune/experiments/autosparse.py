@@ -127,7 +127,7 @@ def seed_rows(config, setup: common.Setup, seeds: common.Seeds, survival) -> aut
         depth = autosparse.execution_order(apply_fn, params, batch[0])
         return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth)
 
-    return jax.jit(jax.vmap(one_seed))(seeds.params, seeds.batch_stats, seeds.init_keys, survival)
+    return parallel.seed_map(one_seed, setup.mesh)(seeds.params, seeds.batch_stats, seeds.init_keys, survival)
 
 
 def flat_survival(survival, params) -> np.ndarray:

@@ -11,14 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import data, models, parallel, train
-from jaxprune.config import check_positive_int
+from jaxprune.config import check_positive_int, seed_ids
 from jaxprune.errors import ConfigError
 
 
-def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """Key of seed i = fold_in(key(seed), i): seed i of an S-seed sweep equals a 1-seed run of seed i."""
+def seed_keys(seed: int, ids) -> jax.Array:
+    """Key of seed i = fold_in(key(seed), i) for every id i in ``ids`` (an int n means ids 0..n-1): seed i of a
+    sweep is computed from its key alone, so it can be rerun by itself (``config.seed_ids``)."""
     root = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(num_seeds))
+    ids = jnp.arange(ids) if isinstance(ids, int) else jnp.asarray(ids, jnp.int32)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(ids)
 
 
 def init_and_data_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -68,7 +70,7 @@ def setup(config, dataset: data.Dataset | None = None, mesh: jax.sharding.Mesh |
         train_data=to_device(dataset.x_train, dataset.y_train),
         test_data=to_device(dataset.x_test, dataset.y_test),
         model=model,
-        keys=seed_keys(config.seed, config.num_seeds),
+        keys=seed_keys(config.seed, seed_ids(config)),
         mesh=mesh,
     )
 
@@ -83,11 +85,19 @@ class Seeds(NamedTuple):
 
 
 def init_seeds(setup: Setup) -> Seeds:
-    """Initialize every seed's model in one jitted vmapped call; the same weights for every method."""
+    """Initialize every seed's model in one call over the seeds; the same weights for every method."""
     init_keys, order_keys = init_and_data_keys(setup.keys)
-    x_example = setup.train_data.x[0]
-    params, batch_stats = jax.jit(jax.vmap(lambda k: train.init_variables(setup.model, k, x_example)))(init_keys)
-    return Seeds(*setup.shard((params, batch_stats, init_keys, order_keys)))
+    init = lambda k, x: train.init_variables(setup.model, k, x)  # noqa: E731
+    params, batch_stats = parallel.seed_map(init, setup.mesh, in_axes=(0, None))(init_keys, setup.train_data.x[0])
+    return Seeds(params, batch_stats, *setup.shard((init_keys, order_keys)))
+
+
+def networks(setup: Setup, seeds: Seeds, mask_sets: list) -> tuple[Seeds, Any]:
+    """Every seed under each of the C stacked mask sets ([seeds, ...] pytrees) as ONE axis of C · seeds networks,
+    network c · seeds + s being seed s under mask set c: (its Seeds, its masks), sharded over the mesh."""
+    tile = lambda a: jnp.concatenate([a] * len(mask_sets))  # noqa: E731
+    tiled = Seeds(*setup.shard(jax.tree.map(tile, tuple(seeds))))
+    return tiled, setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
 
 
 class Progress:

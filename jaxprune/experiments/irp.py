@@ -41,29 +41,28 @@ def check_rewind_step(config, steps_per_epoch: int) -> None:
 
 
 class RoundPrograms:
-    """The compiled pieces of an IRP round for all seeds: jit(vmap(·)) of :func:`jaxprune.irp.round_begin`,
+    """The compiled pieces of an IRP round for all seeds: :func:`jaxprune.parallel.seed_map` of
+    :func:`jaxprune.irp.round_begin`,
     :func:`~jaxprune.irp.round_train` (one program per segment length and capture) and
     :func:`~jaxprune.irp.round_end`; data, first step and next density are shared by the seeds."""
 
     def __init__(self, config, setup: common.Setup, tx, steps_per_epoch: int):
         self.config, self.setup, self.tx, self.steps_per_epoch = config, setup, tx, steps_per_epoch
         self.num_steps = config.epochs * steps_per_epoch
-        self.sharding = parallel.seed_sharding(setup.mesh)  # every output: so no round compiles twice
-        self.init = jax.jit(jax.vmap(irp.init), out_shardings=self.sharding)
-        self.begin = jax.jit(jax.vmap(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps)),
-                             out_shardings=self.sharding)
-        self.end = jax.jit(jax.vmap(
+        self.init = parallel.seed_map(irp.init, setup.mesh)
+        self.begin = parallel.seed_map(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps), setup.mesh)
+        self.end = parallel.seed_map(
             functools.partial(irp.round_end, model=setup.model, steps_per_epoch=steps_per_epoch, scope=config.scope),
-            in_axes=(0, 0, None, None)), out_shardings=self.sharding)
+            setup.mesh, in_axes=(0, 0, None, None))
         self._train = {}
 
     def train(self, state, progress, first_step: int, num_steps: int, capture_step: int | None):
         """``num_steps`` training steps of every seed's round from ``first_step``."""
         if (num_steps, capture_step) not in self._train:
-            self._train[num_steps, capture_step] = jax.jit(jax.vmap(functools.partial(
+            self._train[num_steps, capture_step] = parallel.seed_map(functools.partial(
                 irp.round_train, model=self.setup.model, tx=self.tx, num_steps=num_steps,
-                batch_size=self.config.batch_size, capture_step=capture_step), in_axes=(0, 0, None, None)),
-                out_shardings=self.sharding)
+                batch_size=self.config.batch_size, capture_step=capture_step), self.setup.mesh,
+                in_axes=(0, 0, None, None))
         return self._train[num_steps, capture_step](state, progress, self.setup.train_data, jnp.int32(first_step))
 
 

@@ -2,7 +2,8 @@
 
 Shared by the experiments that compare methods at equal sparsity (pai, memorization, noise correlation, MI,
 AutoSparse). Every function takes the stacked per-seed initial weights (seed axis leading) and returns stacked
-masks, so "the masks of one method for all seeds" is one jitted, vmapped call.
+masks, so "the masks of one method for all seeds" is one call of a one-seed function lifted by
+:func:`jaxprune.parallel.seed_map`.
 
 Methods:
 - at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``; SNIP and
@@ -25,6 +26,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
 
+SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
 AFTER_TRAINING = ("imp", "magnitude_after")
 LEARNED = ("autosparse",)
 METHODS = pai.METHODS + AFTER_TRAINING
@@ -36,29 +38,42 @@ def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_si
     return data.x[idx], data.y[idx]
 
 
+def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
+             invert: bool = False, predictor: autosparse.PredictorState | None = None):
+    """ONE seed's mask of a PaI method at ``sparsity``.
+
+    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
+    place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
+    scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes once with ``predictor``'s
+    scores (:func:`jaxprune.autosparse.prune`).
+    """
+    batch_key, score_key = jax.random.split(key)
+    data = setup.train_data if labels is None else train.Data(setup.train_data.x, labels)
+    batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
+    apply_fn = train.apply_fn_for(setup.model, batch_stats)
+    if method == "autosparse":
+        return autosparse.prune(predictor, apply_fn, params, batches, sparsity, scope=config.scope,
+                                allocation=config.allocation, invert=invert)
+    return pai.prune(method, apply_fn, params, batches, score_key, sparsity, scope=config.scope,
+                     allocation=config.allocation, rounds=config.synflow_rounds if method == "synflow" else 1,
+                     temperature=config.grasp_temperature, invert=invert)
+
+
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
               invert: bool = False, predictor: autosparse.PredictorState | None = None) -> dict:
-    """{sparsity: stacked masks} of a PaI method, one compiled vmapped call over seeds per sparsity.
-
-    ``keys`` [num_seeds] drive both the scoring batches and the method's own randomness (random scores).
-    ``invert=True`` keeps the lowest scores instead (``pai.prune``'s inversion ablation).
-    ``method='autosparse'`` prunes once with ``predictor``'s scores (:func:`jaxprune.autosparse.prune`).
-    """
-    rounds = config.synflow_rounds if method == "synflow" else 1
-
-    def one_seed(p, bs, key, sparsity):
-        batch_key, score_key = jax.random.split(key)
-        batches = scoring_batches(setup.train_data, batch_key, config.pai_batches, config.batch_size)
-        apply_fn = train.apply_fn_for(setup.model, bs)
-        if method == "autosparse":
-            return autosparse.prune(predictor, apply_fn, p, batches, sparsity, scope=config.scope,
-                                    allocation=config.allocation, invert=invert)
-        return pai.prune(method, apply_fn, p, batches, score_key, sparsity,
-                         scope=config.scope, allocation=config.allocation, rounds=rounds,
-                         temperature=config.grasp_temperature, invert=invert)
-
-    prune_all = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
+    """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
+    ``keys`` [num_seeds]."""
+    one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
+    prune_all = parallel.seed_map(one_seed, setup.mesh, in_axes=(0, 0, 0, None))
     return {s: prune_all(params, batch_stats, keys, jnp.float32(s)) for s in sparsities}
+
+
+def shuffled(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> dict:
+    """{sparsity: stacked masks} with every prunable layer's entries permuted (``masks.shuffle_within_layers``):
+    the same layer densities, the positions forgotten."""
+    shuffle = parallel.seed_map(lambda m, p, k, i: masks.shuffle_within_layers(
+        m, p, jax.random.fold_in(jax.random.fold_in(k, SHUFFLE_STREAM), i)), setup.mesh, in_axes=(0, 0, 0, None))
+    return {s: shuffle(m, seeds.params, seeds.init_keys, i) for i, (s, m) in enumerate(stacked_masks.items())}
 
 
 def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
@@ -71,13 +86,14 @@ def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
         return train.train(state, masks.ones(p), setup.train_data, key, model=setup.model, tx=tx,
                            epochs=config.epochs, batch_size=config.batch_size)[0]
 
-    return jax.jit(jax.vmap(one_seed))(params, batch_stats, order_keys)
+    return parallel.seed_map(one_seed, setup.mesh)(params, batch_stats, order_keys)
 
 
 def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, order_keys, sparsities) -> dict:
     """{sparsity: stacked masks} keeping the largest |θ_T| of the trained dense nets (one-shot, ``config.scope``)."""
     trained = train_dense(config, setup, params, batch_stats, order_keys).params
-    prune_all = jax.jit(jax.vmap(lambda p, s: masks.largest_magnitude(p, s, config.scope), in_axes=(0, None)))
+    prune_all = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
+                                  in_axes=(0, None))
     return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
 
 
@@ -136,16 +152,13 @@ def train_masked(config, setup: common.Setup, seeds: common.Seeds, stacked_masks
                 "train_loss": fit["loss"], "failed_step": state.failed_step,
                 "epoch_loss": epochs["loss"], "epoch_accuracy": epochs["accuracy"]}
 
-    out = jax.jit(jax.vmap(one_seed))(seeds.params, seeds.batch_stats, stacked_masks, seeds.order_keys)
+    out = parallel.seed_map(one_seed, setup.mesh)(seeds.params, seeds.batch_stats, stacked_masks, seeds.order_keys)
     return jax.tree.map(np.asarray, parallel.to_host(out))
 
 
 def train_mask_sets(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list) -> list[dict]:
-    """:func:`train_masked` of every seed under each stacked mask set, in ONE compiled call: the seeds tiled once
-    per mask set along the seed axis, the mask sets concatenated; one per-seed output dict per mask set."""
-    tile = lambda a: jnp.concatenate([a] * len(mask_sets))  # noqa: E731
-    tiled = common.Seeds(*setup.shard(jax.tree.map(tile, tuple(seeds))))
-    joined = setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
-    out = train_masked(config, setup, tiled, joined)
+    """:func:`train_masked` of every seed under each stacked mask set, in ONE call over all those networks
+    (:func:`jaxprune.experiments.common.networks`); one per-seed output dict per mask set."""
+    out = train_masked(config, setup, *common.networks(setup, seeds, mask_sets))
     n = config.num_seeds
     return [jax.tree.map(lambda a: a[i * n:(i + 1) * n], out) for i in range(len(mask_sets))]

@@ -21,10 +21,9 @@ Taken literally it stops sparse nets at epoch 2 at chance accuracy: with Adam at
 net's loss first moves by ~0.001 per epoch for tens of epochs before memorization sets in (measured, see the
 README), so the defaults in ``configs/memorization.py`` measure the change over w = 10 epochs after a minimum.
 
-Each network runs in a ``lax.scan`` over ``max_epochs`` epochs and is frozen (state and history) from the epoch its
-rule fires, so every seed stops at its own epoch without a host sync. (A ``while_loop`` would save nothing under
-``vmap``, which runs it until the slowest network stops, and its stopping test would be a reduction over the seeds:
-across devices once the seeds are sharded, where XLA:CPU was seen to deadlock.)
+Every network is frozen (state and history) from the epoch its rule fires, so it stops at its own epoch without a
+host sync; the networks train in small blocks (:func:`jaxprune.parallel.seed_map`), each block in a
+``while_loop`` that ends when all of its networks have stopped.
 """
 from __future__ import annotations
 
@@ -73,67 +72,86 @@ def should_stop(rule: StopRule, losses: jax.Array, accuracies: jax.Array, epochs
 
 
 def train_until_converged(
-    state: train.TrainState, mask, data_: train.Data, key: jax.Array, *, model, tx, batch_size: int,
+    states: train.TrainState, masks_, data_: train.Data, keys: jax.Array, *, model, tx, batch_size: int,
     max_epochs: int, rule: StopRule | None, probe: Callable | None = None,
 ) -> tuple[train.TrainState, dict, jax.Array]:
-    """Masked training, epoch e with data order ``fold_in(key, e)``, until ``rule`` fires (never if None) or
-    ``max_epochs``. Returns the final state, per-epoch ``loss``/``accuracy`` (and ``probe(state)`` after each
-    epoch) as [max_epochs] arrays, NaN after the stopping epoch, and the number of epochs run."""
+    """A BLOCK of masked networks (a leading axis on ``states``, ``masks_``, ``keys``) trained epoch by epoch, epoch e
+    of network i with data order ``fold_in(keys[i], e)``, each frozen (state and history) from the epoch its
+    ``rule`` fires (never if None); the loop ends when every network has stopped, or at ``max_epochs``.
+
+    A frozen network's state is exactly that of a lone run of its epoch count, whatever the others do. Returns the
+    final states, per-epoch ``loss``/``accuracy`` (and ``probe(state)`` after each epoch) as [block, max_epochs]
+    arrays, NaN after each network's stopping epoch, and the number of epochs each ran. The epoch index is shared
+    by the block, so every step's data-order switch stays a branch (not a per-network select).
+    """
     per_epoch = train.steps_per_epoch(data_.x.shape[0], batch_size)
-    nan = jnp.full((max_epochs,), jnp.nan, jnp.float32)
+    size = keys.shape[0]
+    nan = jnp.full((size, max_epochs), jnp.nan, jnp.float32)
     history = {"loss": nan, "accuracy": nan} | ({"probe": nan} if probe else {})
 
-    def epoch(carry, e):
-        state, history, epochs, done = carry
+    def one_epoch(state, mask, key, e):
         trained, metrics, _ = train.train_steps(state, mask, data_, key, e * per_epoch, model=model, tx=tx,
                                                 num_steps=per_epoch, batch_size=batch_size)
-        metrics = jax.tree.map(jnp.mean, metrics) | ({"probe": probe(trained)} if probe else {})
-        recorded = {k: v.at[e].set(metrics[k]) for k, v in history.items()}
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(done, o, n), new, old)  # noqa: E731
-        stop = should_stop(rule, recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.bool_(False)
-        return (keep(trained, state), keep(recorded, history), jnp.where(done, epochs, e + 1), done | stop), None
+        return trained, jax.tree.map(jnp.mean, metrics) | ({"probe": probe(trained)} if probe else {})
 
-    start = (state, history, jnp.int32(0), jnp.bool_(False))
-    (state, history, epochs, _), _ = jax.lax.scan(epoch, start, jnp.arange(max_epochs))
-    return state, history, epochs
+    def keep(done, new, old):
+        return jax.tree.map(lambda n, o: jnp.where(done.reshape(-1, *[1] * (n.ndim - 1)), o, n), new, old)
+
+    def running(carry):
+        e, *_, done = carry
+        return (e < max_epochs) & ~jnp.all(done)
+
+    def epoch(carry):
+        e, states, history, epochs, done = carry
+        trained, metrics = jax.vmap(one_epoch, in_axes=(0, 0, 0, None))(states, masks_, keys, e)
+        recorded = {k: v.at[:, e].set(metrics[k]) for k, v in history.items()}
+        stop = (jax.vmap(functools.partial(should_stop, rule), in_axes=(0, 0, None))(
+            recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.zeros(size, bool))
+        return (e + 1, keep(done, trained, states), keep(done, recorded, history), jnp.where(done, epochs, e + 1),
+                done | stop)
+
+    start = (jnp.int32(0), states, history, jnp.zeros(size, jnp.int32), jnp.zeros(size, bool))
+    _, states, history, epochs, _ = jax.lax.while_loop(running, epoch, start)
+    return states, history, epochs
 
 
-def stack_masks(stacked: list) -> object:
-    """[C] masks, each with a leading seed axis → one pytree [C, seeds, ...]."""
-    return jax.tree.map(lambda *m: jnp.stack(m), *stacked)
-
-
-def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_grid, *, max_epochs: int,
+def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list, *, max_epochs: int,
               rule: StopRule | None, probe: Callable | None = None) -> dict:
-    """Train every masked network of ``mask_grid`` [C, seeds, ...] from its seed's initial weights, in one jitted
-    call vmapped over seeds and over C. Returns host arrays [C, seeds, ...]: ``train_accuracy``/``train_loss``
-    (whole training set, inference mode), ``epochs``, ``history`` (per-epoch, see :func:`train_until_converged`),
-    ``nonzero`` (‖m‖₀), ``lipschitz_input_gradient`` and, for MLPs, ``lipschitz_spectral_bound``."""
+    """Train every seed's network under each of the C stacked mask sets from its initial weights: the C · seeds
+    networks (:func:`jaxprune.experiments.common.networks`) are the units of one
+    :func:`jaxprune.parallel.seed_map` call, trained in blocks until they converge (:func:`train_until_converged`).
+    Returns host arrays [C, seeds, ...]: ``train_accuracy``/``train_loss`` (whole training set, inference mode),
+    ``epochs``, ``history`` (per-epoch), ``nonzero`` (‖m‖₀), ``lipschitz_input_gradient`` and, for MLPs,
+    ``lipschitz_spectral_bound``."""
     tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size))
-    fit = functools.partial(train_until_converged, model=setup.model, tx=tx, batch_size=config.batch_size,
-                            max_epochs=max_epochs, rule=rule)
+    cells = len(mask_sets)
+    nets, net_masks = common.networks(setup, seeds, mask_sets)
 
-    def one_net(p, bs, m, key):
-        net_probe = probe and (lambda state: probe(train.apply_fn_for(setup.model, state.batch_stats), state.params))
-        state, history, epochs = fit(train.init_state(masks.apply(p, m), bs, tx), m, setup.train_data, key,
-                                     probe=net_probe)
+    def finish(state, mask):
         final = train.evaluate(state.params, state.batch_stats, setup.train_data, model=setup.model,
                                batch_size=config.eval_batch_size)
         apply_fn = train.apply_fn_for(setup.model, state.batch_stats)
-        out = {"train_accuracy": final["accuracy"], "train_loss": final["loss"], "epochs": epochs,
-               "history": history, "nonzero": robustness.nonzero_parameters(m),
+        out = {"train_accuracy": final["accuracy"], "train_loss": final["loss"],
+               "nonzero": robustness.nonzero_parameters(mask),
                "lipschitz_input_gradient": jnp.max(robustness.input_jacobian_norms(apply_fn, state.params,
                                                                                   setup.train_data.x))}
         return out | ({"params": state.params} if config.model in MLP_MODELS else {})
 
-    over_seeds = jax.vmap(one_net)
-    out = jax.jit(jax.vmap(over_seeds, in_axes=(None, None, 0, None)))(
-        seeds.params, seeds.batch_stats, mask_grid, seeds.order_keys)
-    out = jax.tree.map(np.asarray, parallel.to_host(out))
+    def block(params, batch_stats, masks_, keys):
+        net_probe = probe and (lambda state: probe(train.apply_fn_for(setup.model, state.batch_stats), state.params))
+        states = jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(params, batch_stats, masks_)
+        states, history, epochs = train_until_converged(
+            states, masks_, setup.train_data, keys, model=setup.model, tx=tx, batch_size=config.batch_size,
+            max_epochs=max_epochs, rule=rule, probe=net_probe)
+        return jax.vmap(finish)(states, masks_) | {"epochs": epochs, "history": history}
+
+    out = parallel.seed_map(block, setup.mesh, blockwise=True)(nets.params, nets.batch_stats, net_masks,
+                                                                nets.order_keys)
+    out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if "params" in out:
-        trained, cells = out.pop("params"), np.ndindex(out["epochs"].shape)
+        trained, grid_cells = out.pop("params"), np.ndindex(out["epochs"].shape)
         out["lipschitz_spectral_bound"] = np.array([robustness.spectral_norm_product(
-            jax.tree.map(lambda w: w[c], trained)) for c in cells]).reshape(out["epochs"].shape)
+            jax.tree.map(lambda w: w[c], trained)) for c in grid_cells]).reshape(out["epochs"].shape)
     return out
 
 
@@ -193,7 +211,7 @@ def run(config, workdir: str) -> dict:
         cells += [(method, s) for s in config.sparsities]
         log(f"masks: {method}")
     rule = StopRule.from_config(config)
-    out = train_all(config, setup, seeds, stack_masks(grid), max_epochs=config.max_epochs, rule=rule)
+    out = train_all(config, setup, seeds, grid, max_epochs=config.max_epochs, rule=rule)
     sigma = robustness.random_label_std(setup.dataset.num_classes)
     results = []
     for c, (method, sparsity) in enumerate(cells):

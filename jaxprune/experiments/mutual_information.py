@@ -35,7 +35,6 @@ weights (biases and normalization parameters are never pruned, identical for eve
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
@@ -96,25 +95,24 @@ def draw_labels(clean_y: jax.Array, num_classes: int, fraction: float, keys: jax
     return jax.vmap(lambda k: corrupt_labels(clean_y, num_classes, fraction, k)[0])(keys)
 
 
-def ensemble(masks_over_seeds, seeds: common.Seeds, labels: jax.Array, keys: jax.Array):
-    """M[k, r, s, ...] = masks_over_seeds(seeds, labels[k], keys[k, r])[s], vmapped over draws and repeats.
+def ensemble(track, setup: common.Setup, seeds: common.Seeds, labels: jax.Array, keys: jax.Array):
+    """M[k, r, s, ...] = track(params_s, batch_stats_s, labels[k], keys[k, r, s]): the masks of every (draw, repeat,
+    seed), the K · R · S networks being the units of one :func:`jaxprune.parallel.seed_map` call.
 
-    ``masks_over_seeds(seeds, y [n], keys [S]) -> masks [S, ...]`` computes every seed's masks on one label draw.
+    ``track(params, batch_stats, y [n], key) -> masks [stages, ...]`` computes one network's masks on labels y.
     """
-    over_repeats = jax.vmap(masks_over_seeds, in_axes=(None, None, 0))
-    return jax.jit(jax.vmap(over_repeats, in_axes=(None, 0, 0)))(seeds, labels, keys)
+    num_draws, repeats, num_seeds = keys.shape
+    tile = lambda a: jnp.concatenate([a] * (num_draws * repeats))  # noqa: E731  network (k·R + r)·S + s
+    params, batch_stats = jax.tree.map(tile, (seeds.params, seeds.batch_stats))
+    net_labels = jnp.repeat(labels, repeats * num_seeds, axis=0)
+    out = parallel.seed_map(track, setup.mesh)(params, batch_stats, net_labels, keys.reshape(-1))
+    return jax.tree.map(lambda m: m.reshape(num_draws, repeats, num_seeds, *m.shape[1:]), parallel.to_host(out))
 
 
-def with_labels(setup: common.Setup, y: jax.Array) -> common.Setup:
-    """``setup`` training on labels ``y`` (same inputs)."""
-    return dataclasses.replace(setup, train_data=train.Data(setup.train_data.x, y))
-
-
-def pai_track(method: str, config, setup: common.Setup, seeds: common.Seeds, y, keys):
-    """[S, 1, ...]: every seed's PaI mask at ``config.sparsity`` on labels ``y``, method keys ``keys`` [S]."""
-    out = masking.pai_masks(method, config, with_labels(setup, y), seeds.params, seeds.batch_stats, keys,
-                            [config.sparsity])
-    return jax.tree.map(lambda m: m[:, None], out[config.sparsity])
+def pai_track(method: str, config, setup: common.Setup, params, batch_stats, y, key):
+    """[1, ...]: one network's PaI mask at ``config.sparsity`` on labels ``y``, method key ``key``."""
+    mask = masking.pai_mask(method, config, setup, params, batch_stats, key, config.sparsity, y)
+    return jax.tree.map(lambda m: m[None], mask)
 
 
 def imp_track(config, setup: common.Setup, tx, densities, params, batch_stats, y, key):
@@ -158,13 +156,14 @@ def stages(method: str, config) -> list[float]:
 
 def method_ensemble(method: str, config, setup: common.Setup, seeds: common.Seeds, labels, keys):
     """Masks M[k, r, s, stage, ...] of ``method`` for labels [K, n] and keys [K, R, S] (module docstring)."""
-    if method in masking.pai.METHODS:
-        return ensemble(functools.partial(pai_track, method, config, setup), seeds, labels, keys)
     tx = train.optimizer_from_config(config, train.steps_per_epoch(len(setup.dataset.y_train), config.batch_size))
-    track = (functools.partial(imp_track, config, setup, tx, stages(method, config)) if method == "imp"
-             else functools.partial(training_track, config, setup, tx))
-    over_seeds = jax.vmap(track, in_axes=(0, 0, None, 0))
-    return ensemble(lambda sd, y, ks: over_seeds(sd.params, sd.batch_stats, y, ks), seeds, labels, keys)
+    if method in masking.pai.METHODS:
+        track = functools.partial(pai_track, method, config, setup)
+    elif method == "imp":
+        track = functools.partial(imp_track, config, setup, tx, stages(method, config))
+    else:
+        track = functools.partial(training_track, config, setup, tx)
+    return ensemble(track, setup, seeds, labels, keys)
 
 
 def flat_masks(stacked, params_one) -> np.ndarray:

@@ -74,12 +74,13 @@ def run(config, workdir: str) -> dict:
     log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)} at sparsity {config.sparsity}, "
         f"{config.model} on {n} gaussian regression points, noise_std {config.noise_std}")
     cells, grid = method_grid(config, setup, seeds, log, os.path.join(workdir, wd.CHECKPOINTS, "imp"))
-    mask_grid = memorization.stack_masks(grid)
     probe = lambda apply_fn, params: noise_correlation(apply_fn(params, setup.train_data.x)[:, 0], z)  # noqa: E731
-    at_init = jax.jit(jax.vmap(jax.vmap(lambda p, bs, m: probe(train.apply_fn_for(setup.model, bs), masks.apply(p, m))),
-                               in_axes=(None, None, 0)))(seeds.params, seeds.batch_stats, mask_grid)
-    out = memorization.train_all(config, setup, seeds, mask_grid, max_epochs=config.epochs, rule=None, probe=probe)
-    curves = np.concatenate([np.asarray(parallel.to_host(at_init))[..., None], out["history"]["probe"]], axis=-1)
+    nets, net_masks = common.networks(setup, seeds, grid)
+    at_init = parallel.seed_map(lambda p, bs, m: probe(train.apply_fn_for(setup.model, bs), masks.apply(p, m)),
+                                setup.mesh)(nets.params, nets.batch_stats, net_masks)
+    at_init = np.asarray(parallel.to_host(at_init)).reshape(len(grid), -1)
+    out = memorization.train_all(config, setup, seeds, grid, max_epochs=config.epochs, rule=None, probe=probe)
+    curves = np.concatenate([at_init[..., None], out["history"]["probe"]], axis=-1)
     final = {m: c for c, (m, _) in enumerate(cells)}  # IMP: its last (sparsest) round
     results = []
     for method, c in final.items():

@@ -33,7 +33,6 @@ from jaxprune.experiments import irp as irp_experiment
 
 ABLATIONS = ("shuffle", "reinit", "invert")
 REINIT_STREAM = 2  # re-initialized weights of seed i: init from fold_in(key_i, REINIT_STREAM)
-SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
 
 
 def validate(config) -> None:
@@ -57,18 +56,11 @@ def reinitialized(setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
     return seeds._replace(params=fresh.params, batch_stats=fresh.batch_stats, init_keys=fresh.init_keys)
 
 
-def shuffled(seeds: common.Seeds, stacked_masks: dict) -> dict:
-    """{sparsity: stacked masks} with every prunable layer's entries permuted (``masks.shuffle_within_layers``)."""
-    shuffle = jax.jit(jax.vmap(lambda m, p, k, i: masks.shuffle_within_layers(
-        m, p, jax.random.fold_in(jax.random.fold_in(k, SHUFFLE_STREAM), i)), in_axes=(0, 0, 0, None)))
-    return {s: shuffle(m, seeds.params, seeds.init_keys, i) for i, (s, m) in enumerate(stacked_masks.items())}
-
-
 def ablated(ablation: str, method: str, config, setup: common.Setup, seeds: common.Seeds,
             stacked_masks: dict) -> tuple[common.Seeds, dict]:
     """(initial weights, {sparsity: stacked masks}) that ``ablation`` trains in place of (seeds, stacked_masks)."""
     if ablation == "shuffle":
-        return seeds, shuffled(seeds, stacked_masks)
+        return seeds, masking.shuffled(setup, seeds, stacked_masks)
     if ablation == "reinit":
         return reinitialized(setup, seeds), stacked_masks
     return seeds, masking.method_masks(method, config, setup, seeds, list(stacked_masks), invert=True)
