@@ -5,9 +5,10 @@ path from the input to the output cannot change the output; it is dead, and the 
 working network. The graph: its nodes are the units of Dense layers and the channels of Conv layers (with the
 input's features / channels and the logits); every kept weight is an edge, a conv kernel [*taps, c_in, c_out]
 connecting channel c_in to channel c_out when ANY of its taps is kept (channel-level, as in the paper). A kept
-weight is effective iff its source is reachable from the input and its target reaches an output. Residual sums
-add edges around a block, so a weight of a block can be kept alive by the shortcut around a later block, and
-pruning one branch of a block leaves the rest of the network connected through the other.
+weight is effective iff its source is reachable from the input and its target reaches an output. A residual
+sum joins two branches: when a block's conv branch is cut, its weights are dead but the shortcut (identity or
+1x1 conv) still carries the signal, so the layers before and after the block stay effective. Channel-level
+means a tap is counted with its channel pair even where, on a tiny feature map, it only ever meets padding.
 
 How it is computed, for any Flax model, without knowing its graph (SynFlow's idea, in a saturating form).
 Evaluate the network on an all-ones input with
@@ -28,7 +29,8 @@ positive (for a channel: at some position) exactly when the unit reaches an outp
 indicator this is SynFlow's ∂R/∂θ with R the number of paths (``pai._synflow``), whose positivity is the
 same test in exact arithmetic; but a weight on one path and one on 2^150 paths must both come out positive
 in float32, a dynamic range no global rescaling (``pai._synflow``'s power-of-two shift) provides in deep
-nets. The indicator keeps every number in [0, fan-in · positions] at any depth, so the test is exact.
+nets (a 40-layer chain in tests/test_connectivity.py scores 0 there). The indicator keeps every number in
+[0, fan-in · positions] at any depth, so the test is exact. Only the mask and |γ| matter, not the weights.
 
 Requirements on ``apply_fn(params, x)``: it calls a Flax linen module (the interception works inside
 ``model.apply``; not a function jitted elsewhere), the units between kernels are ReLU / pooling / residual
@@ -37,7 +39,7 @@ sums / BatchNorm (true of every model in :mod:`jaxprune.models`); tanh-like or n
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -103,7 +105,7 @@ def _channel_mask(m: jax.Array) -> jax.Array:
 
 
 def _flow_params(params: PyTree, mask: PyTree) -> PyTree:
-    """Kernels → :func:`_channel_mask` of their mask; ``bias`` leaves → 0; other leaves (BatchNorm γ) as they are."""
+    """Kernels → :func:`_channel_mask` of their mask; ``bias`` leaves → 0; other leaves (BatchNorm γ) unchanged."""
     is_prunable = masks.prunable(params)
 
     def leaf(path, p, m, keep):

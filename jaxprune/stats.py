@@ -111,7 +111,8 @@ def paired_difference(a, b, *, confidence: float = 0.95, interval: str = "t", se
     ``std_difference`` (s), ``t_statistic``, ``p_value``, ``confidence``, ``interval`` (+ ``seed``,
     ``num_resamples`` for the bootstrap) and ``note``, a sentence saying why a value is None, else None.
     n = 0: everything None. n = 1: the difference only; no interval, s, t or p (one pair cannot estimate a
-    spread). Zero variance (all d_i equal, n ≥ 2): the interval is the point [d̄, d̄] (t and bootstrap alike), t and p None.
+    spread). Zero variance (all d_i equal, n ≥ 2): the interval is the point [d̄, d̄] (t and bootstrap alike),
+    t and p None.
     """
     _check_interval_args(confidence, interval, num_resamples)
     d, dropped = finite_differences(a, b)

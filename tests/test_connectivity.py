@@ -45,6 +45,11 @@ def kernel(tree, name, seed=None):
     return leaf if seed is None else leaf[seed]
 
 
+def one_seed(tree, seed):
+    """Entry ``seed`` of every leaf of a stacked tree."""
+    return jax.tree.map(lambda a: a[seed], tree)
+
+
 def layer_names(params):
     return [n.removesuffix("/kernel") for n in masks.prunable_names(params)]
 
@@ -131,9 +136,9 @@ CONV_LAYERS = ("Conv_0", "Conv_1", "Dense_0", "Dense_1")
 def conv_net_edges(mask):
     """input (1 channel) → Conv_0 → 3 → pool → Conv_1 → 4 → flatten [4 positions, 4 channels] → 5 → 2."""
     flat = [(f"c1:{c}", f"flat:{pos * 4 + c}", None) for pos in range(4) for c in range(4)]
-    return (kernel_edges("Conv_0", kernel(mask, "Conv_0"), "in", "c0") + kernel_edges("Conv_1", kernel(mask, "Conv_1"),
-            "c0", "c1") + flat + kernel_edges("Dense_0", kernel(mask, "Dense_0"), "flat", "h")
-            + kernel_edges("Dense_1", kernel(mask, "Dense_1"), "h", "out"))
+    k = lambda name, src, dst: kernel_edges(name, kernel(mask, name), src, dst)  # noqa: E731
+    return (k("Conv_0", "in", "c0") + k("Conv_1", "c0", "c1") + flat + k("Dense_0", "flat", "h")
+            + k("Dense_1", "h", "out"))
 
 
 def test_conv_channel_cut_off_kills_what_it_feeds_and_what_feeds_it():
@@ -148,7 +153,7 @@ def test_conv_channel_cut_off_kills_what_it_feeds_and_what_feeds_it():
     assert not conv1[0][:, 1].any() and conv1[0][:, [0, 2]].all()
     assert not conv1[1][:, :, 2].any() and conv1[1][:, :, [0, 1, 3]].all()
     for s, mask in enumerate((cut_input, cut_output)):
-        assert as_ids(jax.tree.map(lambda a: a[s], effective), CONV_LAYERS) == effective_on_edges(
+        assert as_ids(one_seed(effective, s), CONV_LAYERS) == effective_on_edges(
             conv_net_edges(mask), {"in:0"}, {"out:0", "out:1"})
 
 
@@ -159,7 +164,7 @@ def test_conv_net_random_masks_match_channel_graph_reachability():
     effective = effective_masks(apply_fn, params, stacked, (8,))
     dead = 0
     for s in range(len(densities)):
-        mask, got = (jax.tree.map(lambda a: a[s], t) for t in (stacked, effective))
+        mask, got = (one_seed(t, s) for t in (stacked, effective))
         expected = effective_on_edges(conv_net_edges(mask), {"in:0"}, {"out:0", "out:1"})
         assert as_ids(got, CONV_LAYERS) == expected
         dead += len(as_ids(mask, CONV_LAYERS)) - len(expected)
@@ -208,7 +213,7 @@ def test_residual_blocks_are_bypassed_by_their_shortcuts():
     assert diag["total"]["disconnected"] == [False, False, True]
     assert diag["total"]["collapsed_layers"] == [2, 2, 7]
     for s, mask in enumerate(cases):
-        assert as_ids(jax.tree.map(lambda a: a[s], effective), RESNET_LAYERS) == effective_on_edges(
+        assert as_ids(one_seed(effective, s), RESNET_LAYERS) == effective_on_edges(
             resnet_edges(mask), {"in:0"}, {"logits:0", "logits:1"})
 
 
@@ -218,7 +223,7 @@ def test_resnet_random_masks_match_reachability_with_shortcuts():
     stacked = random_masks(params, densities, seed=2)
     effective = effective_masks(apply_fn, params, stacked, (8,))
     for s in range(len(densities)):
-        mask, got = (jax.tree.map(lambda a: a[s], t) for t in (stacked, effective))
+        mask, got = (one_seed(t, s) for t in (stacked, effective))
         assert as_ids(got, RESNET_LAYERS) == effective_on_edges(resnet_edges(mask), {"in:0"}, {"logits:0", "logits:1"})
 
 
@@ -264,14 +269,15 @@ def test_vmap_over_seeds_equals_each_seed_and_masks_are_subsets():
     batched = effective_masks(apply_fn, params, stacked, (8,))
     one = jax.jit(lambda m: connectivity.effective_mask(apply_fn, params, m, (8,)))
     for s in range(3):
-        mask = jax.tree.map(lambda a: a[s], stacked)
+        mask = one_seed(stacked, s)
         single = one(mask)
-        jax.tree.map(lambda a, b, m: np.testing.assert_array_equal(a[s], b) or np.testing.assert_array_equal(
-            np.asarray(b) & ~np.asarray(m), False), batched, single, mask)
+        for a, b, m in zip(*map(jax.tree.leaves, (one_seed(batched, s), single, mask))):
+            np.testing.assert_array_equal(a, b)
+            assert not np.any(np.asarray(b) & ~np.asarray(m))
 
 
 def test_apply_fn_that_is_not_a_flax_call_is_refused():
-    apply_fn, params = setup(models.create("mlp", 3, widths=(5,)), (4,))
+    _, params = setup(models.create("mlp", 3, widths=(5,)), (4,))
     plain = lambda p, x: x @ p["Dense_0"]["kernel"] @ p["Dense_1"]["kernel"]  # noqa: E731
     with pytest.raises(ConfigError, match="ran 0 Flax layers with a kernel"):
         connectivity.effective_mask(plain, params, masks.ones(params), (4,))
