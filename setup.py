@@ -19,6 +19,7 @@ setup(
         "ml-collections>=0.1.1",
         "absl-py>=2.0",
         "numpy>=1.26",
+        "scipy>=1.10",
         "matplotlib>=3.8",
         "tensorflow-datasets>=4.9.4",
         "array-record>=0.5",

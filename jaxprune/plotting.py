@@ -6,7 +6,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 
 def band(ax, x, values, label: str, **kwargs) -> None:
@@ -64,4 +65,42 @@ def histogram(path: str, counts: dict, *, bins, xlabel: str, title: str) -> None
     ax.set_yscale("log")
     if len(counts) > 1:
         ax.legend(fontsize=8)
+    save(fig, path)
+
+
+VERDICT_COLORS = {"A > B": "tab:green", "A < B": "tab:red", "inconclusive": "tab:gray"}
+
+
+def comparison_label(c: dict) -> str:
+    """'a − b @ sparsity s (n=…)' for one entry of :func:`jaxprune.stats.comparisons` (', no interval' if n < 2)."""
+    missing = ", no interval" if c["lower"] is None else ""
+    return f"{c['a']} − {c['b']} @ sparsity {c['sparsity']:g} (n={c['num_pairs']}{missing})"
+
+
+def paired_differences(path: str, comparisons: list[dict], *, title: str, xlabel: str | None = None) -> None:
+    """One row per comparison (entries of :func:`jaxprune.stats.comparisons`): the mean paired difference A − B
+    as a dot with its interval as a bar, coloured by verdict (green A > B, red A < B, grey inconclusive), and a
+    line at 0. A comparison without an interval (fewer than two pairs) is a hollow marker; none without a mean."""
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.35 * max(len(comparisons), 1)))
+    for y, c in enumerate(comparisons):
+        color = VERDICT_COLORS[c["verdict"]]
+        if c["mean_difference"] is None:
+            continue
+        if c["lower"] is None:
+            ax.plot(c["mean_difference"], y, "o", mfc="none", color=color)
+            continue
+        err = [[c["mean_difference"] - c["lower"]], [c["upper"] - c["mean_difference"]]]
+        ax.errorbar(c["mean_difference"], y, xerr=err, fmt="o", color=color, capsize=3, markersize=4)
+    ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(comparisons)), [comparison_label(c) for c in comparisons], fontsize=8)
+    ax.set_ylim(len(comparisons) - 0.5, -0.5)  # first comparison on top
+    metrics = sorted({c["metric"] for c in comparisons})
+    intervals = sorted({f"{c['confidence']:.0%} {c['interval']}" for c in comparisons})
+    ax.set_xlabel(xlabel or f"paired difference A − B in {', '.join(metrics)} ({', '.join(intervals)} interval)")
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    shown = [v for v in VERDICT_COLORS if any(c["verdict"] == v for c in comparisons)]
+    ax.legend([Line2D([], [], color=VERDICT_COLORS[v], marker="o", linestyle="") for v in shown], shown,
+              fontsize=7, loc="best")
     save(fig, path)
