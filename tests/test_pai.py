@@ -205,7 +205,7 @@ def test_iterative_synflow_avoids_layer_collapse_where_single_shot_does_not():
     assert snip[0] < 0.1 * 104 * 8192 / 10368
 
 
-@pytest.mark.parametrize("method", pai.METHODS)
+@pytest.mark.parametrize("method", pai.methods())
 def test_prune_has_exact_sparsity_and_scores_vanish_off_prunable(method):
     apply_fn, params, batches = conv_setup()
     scores = jax.jit(lambda p: pai.score(method, apply_fn, p, first(batches), jax.random.key(0)))(params)

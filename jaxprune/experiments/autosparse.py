@@ -58,7 +58,7 @@ def validate(config) -> None:
     check_positive_int(config, "rounds")
     check_positive_int(config, "num_seeds", minimum=2)
     check_sparsities(config)
-    check_methods(config, masking.METHODS)
+    check_methods(config, masking.methods())
     check_choice(config, "predictor", autosparse.KINDS)
     for key in ("predictor_steps", "predictor_batch_size", "predictor_window"):
         check_positive_int(config, key)

@@ -139,7 +139,7 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_grid, *, ma
 
 def validate(config) -> None:
     """Memorization keys; random labels need a classification task and no separate label noise."""
-    check_methods(config, masking.METHODS)
+    check_methods(config, masking.methods())
     check_sparsities(config)
     validate_pruning(config)
     check_positive_int(config, "max_epochs")

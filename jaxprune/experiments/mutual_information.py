@@ -50,14 +50,13 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments.irp import check_rewind_step
 
-METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "imp", "magnitude_after")
 DATA_INDEPENDENT = ("random", "magnitude", "synflow")
 
 
 def validate(config) -> None:
     """Keys of this experiment (see configs/mutual_information.py)."""
-    check_methods(config, METHODS)
-    check_methods(config, METHODS, key="noise_methods")
+    check_methods(config, masking.methods())
+    check_methods(config, masking.methods(), key="noise_methods")
     check_fraction(config, "sparsity")
     if config.sparsity == 0:
         raise ConfigError("config.sparsity=0: must be in (0, 1), the fraction of prunable weights removed")
@@ -158,7 +157,7 @@ def stages(method: str, config) -> list[float]:
 
 def method_ensemble(method: str, config, setup: common.Setup, seeds: common.Seeds, labels, keys):
     """Masks M[k, r, s, stage, ...] of ``method`` for labels [K, n] and keys [K, R, S] (module docstring)."""
-    if method in masking.pai.METHODS:
+    if method in masking.pai.methods():
         return ensemble(functools.partial(pai_track, method, config, setup), seeds, labels, keys)
     tx = train.optimizer_from_config(config, train.steps_per_epoch(len(setup.dataset.y_train), config.batch_size))
     track = (functools.partial(imp_track, config, setup, tx, stages(method, config)) if method == "imp"

@@ -37,7 +37,7 @@ def noise_correlation(outputs: jax.Array, noise: jax.Array) -> jax.Array:
 
 def validate(config) -> None:
     """Noise-correlation keys: Gaussian regression data, methods, one sparsity in [0, 1)."""
-    check_methods(config, masking.METHODS)
+    check_methods(config, masking.methods())
     check_fraction(config, "sparsity")
     check_choice(config, "dataset", ("gaussian",))
     check_choice(config, "task", ("regression",))

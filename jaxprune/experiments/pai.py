@@ -37,8 +37,8 @@ SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SH
 
 
 def validate(config) -> None:
-    """methods ⊆ masking.METHODS, distinct sparsities in [0, 1), distinct ablations ⊆ ABLATIONS, pruning keys."""
-    check_methods(config, masking.METHODS)
+    """methods ⊆ masking.methods(), distinct sparsities in [0, 1), distinct ablations ⊆ ABLATIONS, pruning keys."""
+    check_methods(config, masking.methods())
     check_sparsities(config)
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
