@@ -38,7 +38,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.sharding import Mesh
 
 from jaxprune import data, masks, parallel, train
@@ -234,8 +233,8 @@ def print_table(rows: list[dict], peak: list[float], flops: float, hand_flops: i
     for row in rows:
         marginal = "" if row is first else (
             f"{(row['bytes'] - first['bytes']) / (row['seeds'] - first['seeds']) / 2**20:.2f} MiB")
-        print(f"| {row['seeds']} | {spread(row['small_matmul'], '.1f')} | {row['bytes'] / row['seeds'] / 2**20:.2f} MiB "
-              f"| {marginal} |")
+        per_seed = row["bytes"] / row["seeds"] / 2**20
+        print(f"| {row['seeds']} | {spread(row['small_matmul'], '.1f')} | {per_seed:.2f} MiB | {marginal} |")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,8 +1,9 @@
-"""Pruning at initialization vs. after training on MNIST-1D: test accuracy against sparsity, 4 seeds, minutes on
+r"""Pruning at initialization vs. after training on MNIST-1D: test accuracy against sparsity, 4 seeds, minutes on
 a laptop CPU.
 
     python -m jaxprune.main --config=configs/pai.py --workdir=runs/pai
-    python -m jaxprune.main --config=configs/pai.py --workdir=runs/sanity --config.ablations="('shuffle','reinit','invert')"
+    python -m jaxprune.main --config=configs/pai.py --workdir=runs/sanity \
+        --config.ablations="('shuffle','reinit','invert')"
 """
 from jaxprune.config import add_pruning_keys, base
 

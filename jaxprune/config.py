@@ -124,7 +124,8 @@ def check_positive_int(config, key: str, minimum: int = 1) -> None:
 
 
 def seed_ids(config) -> tuple[int, ...]:
-    """The ids i of the seeds a run computes (seed i uses ``fold_in(key(seed), i)``): ``seed_ids``, or 0..num_seeds-1."""
+    """The ids i of the seeds a run computes (seed i uses ``fold_in(key(seed), i)``): ``seed_ids``, else
+    0..num_seeds-1."""
     return tuple(config.seed_ids) if config.seed_ids else tuple(range(config.num_seeds))
 
 

@@ -8,14 +8,20 @@ config is refused with the keys that differ.
 """
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
+import re
 import shutil
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxprune import config as config_lib, parallel, workdir as wd
+from jaxprune import config as config_lib
+from jaxprune import parallel
+from jaxprune import workdir as wd
 from jaxprune.config import RUN_KEYS
 from jaxprune.errors import AllSeedsFailed, ConfigError
 
@@ -35,11 +41,63 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with any flag/override error turned into one line and exit code 2."""
+    """absl flag parsing, with any flag/override error turned into one line and exit code 2: an override of a key
+    the config does not have is named, with the closest keys it has."""
     try:
         return flags.FLAGS(argv)
     except (flags.Error, ValueError, TypeError, AttributeError, KeyError, FileNotFoundError, SyntaxError) as e:
-        _fail(f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        _fail(unknown_override(argv) or f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _config_file(argv: list[str]) -> str | None:
+    """The value of ``--config=FILE`` (or ``--config FILE``) in ``argv``."""
+    for i, arg in enumerate(argv):
+        match = re.fullmatch(r"--?config(?:=(.*))?", arg)
+        if match:
+            return match.group(1) if match.group(1) is not None else next(iter(argv[i + 1:]), None)
+    return None
+
+
+def _load_config(spec: str) -> ml_collections.ConfigDict:
+    """``get_config(*args)`` of the config file ``path[:args]``, loaded as ml_collections' config flag loads it."""
+    path, *args = spec.split(":", 1)
+    module_spec = importlib.util.spec_from_file_location("jaxprune_config_keys", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(*args)
+
+
+def missing_key(config, key: str) -> str | None:
+    """None if the dotted ``key`` is in ``config``; else why not, with the closest keys it has (difflib)."""
+    node, path = config, []
+    for part in key.split("."):
+        here = ".".join(path) or "the config"
+        if not isinstance(node, (ml_collections.ConfigDict, dict)):
+            return f"{here} is a {type(node).__name__}, not a config with key {part!r}"
+        if part not in node:
+            known = [".".join([*path, k]) for k in node.keys()]
+            close = difflib.get_close_matches(".".join([*path, part]), known, n=3)
+            hint = (f"did you mean {', '.join(close[:-1]) + ' or ' if close[1:] else ''}{close[-1]}?" if close
+                    else "no key is close; the config file lists them")
+            return f"{here} has no key {part!r}; {hint}"
+        node, path = node[part], [*path, part]
+    return None
+
+
+def unknown_override(argv: list[str]) -> str | None:
+    """One line for the first ``--config.KEY=...`` of ``argv`` whose KEY the config file lacks, else None (also when
+    the file itself does not load: the caller reports the original error)."""
+    spec = _config_file(argv)
+    try:
+        config = _load_config(spec) if spec else None
+    except Exception:  # a broken config file: not a key problem
+        return None
+    for arg in argv:
+        override = re.match(r"--?(?:no)?config\.([^=]+)", arg)
+        problem = override and config is not None and missing_key(config, override.group(1))
+        if problem:
+            return f"{arg.split('=', 1)[0]}: {problem}"
+    return None
 
 
 def validate(config) -> object:

@@ -28,11 +28,24 @@ which is what Synaptic-Flow does (``model.eval()`` while pruning). SynFlow's |θ
 only; Synaptic-Flow also takes |·| of the running statistics, which makes no difference at initialization
 (mean 0, variance 1).
 
+Scorers are looked up by name in a registry (:func:`register`, :func:`methods`); the five above are registered
+by this module, and a user's scorer registered under a new name is a valid method everywhere a built-in is (the
+experiments' ``config.methods``, ``score``, ``prune``). Every scorer has the signature
+
+    score_fn(apply_fn, params, batches, key, options) -> scores
+
+with ``batches = (x [B, batch, ...], y [B, batch])`` the B scoring batches, ``key`` a PRNG key for the scorer's
+own randomness, ``options`` a :class:`ScoringOptions` (GraSP's temperature), and ``scores`` a pytree shaped like
+``params`` in which larger means "keep". Scores off the prunable leaves are set to 0 afterwards.
+
 Every function is pure, for one network; ``jax.jit(jax.vmap(...))`` over a seed axis of (params, key).
 """
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +58,66 @@ PyTree = masks.PyTree
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 Batch = tuple[jax.Array, jax.Array]
 
-METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
 SCHEDULES = ("exponential", "linear")
+# Names the experiments give methods that are not PaI scorers (jaxprune.experiments.masking's after-training and
+# learned methods, the pai experiment's dense reference): a scorer registered under one would be shadowed.
+RESERVED = ("imp", "magnitude_after", "autosparse", "dense")
+
+
+class ScoringOptions(NamedTuple):
+    """Options a scorer may use: ``temperature`` T of GraSP's softened cross-entropy."""
+
+    temperature: float = 200.0
+
+
+Scorer = Callable[[ApplyFn, PyTree, Batch, jax.Array, ScoringOptions], PyTree]
+_SCORERS: dict[str, Scorer] = {}
+
+
+def _closure_values(fn: Callable) -> tuple:
+    return tuple(cell.cell_contents for cell in fn.__closure__ or ())
+
+
+def _same_definition(a: Scorer, b: Scorer) -> bool:
+    """True if ``a`` and ``b`` are one function, or the same definition loaded twice (a config file executed
+    again: equal code at the same place of the same file, equal defaults and closure values)."""
+    if a is b:
+        return True
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if code_a is None or code_b is None or code_a != code_b or a.__qualname__ != b.__qualname__:
+        return False
+    if os.path.realpath(code_a.co_filename) != os.path.realpath(code_b.co_filename):
+        return False
+    try:
+        return bool(a.__defaults__ == b.__defaults__ and _closure_values(a) == _closure_values(b))
+    except Exception:  # closure values that do not compare to a bool (arrays): not provably the same
+        return False
+
+
+def register(name: str, score_fn: Scorer) -> None:
+    """Make ``score_fn`` the scorer of method ``name`` (module docstring: its signature and what it returns).
+
+    ``name`` must be a new identifier-like name, not a built-in, not in :data:`RESERVED`. Registering the same
+    function again (or the same definition again, as when a config file is loaded twice) is allowed; any other
+    reuse of a name, or a ``score_fn`` that cannot be called as ``score_fn(apply_fn, params, batches, key,
+    options)``, raises ConfigError.
+    """
+    if not (isinstance(name, str) and name.isidentifier()) or name in RESERVED:
+        raise ConfigError(f"pai.register: name {name!r} must be an identifier (letters, digits, _) and not one of "
+                          f"{', '.join(RESERVED)}")
+    if name in _SCORERS and not _same_definition(_SCORERS[name], score_fn):
+        raise ConfigError(f"pai.register: a scorer named {name!r} is already registered; choose another name")
+    try:
+        inspect.signature(score_fn).bind("apply_fn", "params", "batches", "key", "options")
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"pai.register({name!r}, ...): score_fn must be callable as score_fn(apply_fn, params, "
+                          f"batches, key, options) ({e})") from None
+    _SCORERS[name] = score_fn
+
+
+def methods() -> tuple[str, ...]:
+    """The registered scorers' names: the built-ins, then the user's in registration order."""
+    return tuple(_SCORERS)
 
 
 def scoring_loss(apply_fn: ApplyFn, params: PyTree, batch: Batch, temperature: float = 1.0) -> jax.Array:
@@ -68,11 +139,14 @@ def _sum_over_batches(fn: Callable[[Batch], PyTree], batches: Batch) -> PyTree:
     """Σ_b fn(batch_b) over the leading axis of ``batches``, one batch at a time (``lax.scan``)."""
     shapes = jax.eval_shape(fn, jax.tree.map(lambda a: a[0], batches))
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    add = lambda total, batch: (jax.tree.map(jnp.add, total, fn(batch)), None)
+
+    def add(total, batch):
+        return jax.tree.map(jnp.add, total, fn(batch)), None
+
     return jax.lax.scan(add, zeros, batches)[0]
 
 
-def _random(params: PyTree, key: jax.Array) -> PyTree:
+def _random(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
     """i.i.d. N(0, 1) scores, an independent key per leaf."""
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
@@ -80,15 +154,23 @@ def _random(params: PyTree, key: jax.Array) -> PyTree:
     return jax.tree.unflatten(treedef, noise)
 
 
-def _snip(apply_fn: ApplyFn, params: PyTree, batches: Batch) -> PyTree:
+def _magnitude(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
+    """|θ|."""
+    return jax.tree.map(jnp.abs, params)
+
+
+def _snip(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
     """|θ ⊙ Σ_b ∇L_b(θ)|."""
     grads = _sum_over_batches(lambda b: jax.grad(scoring_loss, argnums=1)(apply_fn, params, b), batches)
     return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
 
 
-def _grasp(apply_fn: ApplyFn, params: PyTree, batches: Batch, temperature: float) -> PyTree:
-    """θ ⊙ Hg with g = Σ_b ∇L_{T,b} restricted to prunable leaves and Hg = Σ_b ∇²L_{T,b} g."""
-    grad_fn = lambda p, b: jax.grad(scoring_loss, argnums=1)(apply_fn, p, b, temperature)
+def _grasp(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
+    """θ ⊙ Hg with g = Σ_b ∇L_{T,b} restricted to prunable leaves and Hg = Σ_b ∇²L_{T,b} g, T = options.temperature."""
+
+    def grad_fn(p, b):
+        return jax.grad(scoring_loss, argnums=1)(apply_fn, p, b, options.temperature)
+
     g = _prunable_only(_sum_over_batches(lambda b: grad_fn(params, b), batches), params)
     hg = _sum_over_batches(lambda b: jax.jvp(lambda p: grad_fn(p, b), (params,), (g,))[1], batches)
     return jax.tree.map(jnp.multiply, params, hg)
@@ -100,8 +182,9 @@ def _log2_gain(kernel_abs: jax.Array) -> jax.Array:
     return jnp.where(gain > 0, jnp.log2(jnp.where(gain > 0, gain, 1.0)), 0.0)
 
 
-def _synflow(apply_fn: ApplyFn, params: PyTree, feature_shape: tuple[int, ...]) -> PyTree:
-    """|θ ⊙ ∂R/∂θ|, R = 1ᵀ f(1; |θ|), times one power of two 2^(-2h) that keeps float32 from overflowing.
+def _synflow(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
+    """|θ ⊙ ∂R/∂θ|, R = 1ᵀ f(1; |θ|), times one power of two 2^(-2h) that keeps float32 from overflowing; the
+    input 1 has the shape of one example of ``batches`` (no data, no labels).
 
     R grows like the product of the layer gains (≈ 2^140 for 20 layers of gain 128) and overflows float32 in
     deep nets (Synaptic-Flow has a commented-out float64 cast for this); at extreme sparsity it underflows.
@@ -121,27 +204,35 @@ def _synflow(apply_fn: ApplyFn, params: PyTree, feature_shape: tuple[int, ...]) 
     shifted = jax.tree_util.tree_map_with_path(
         lambda path, p: p * shift if masks.path_name(path).split("/")[-1] == "bias" else p, flow
     )
-    ones = jnp.broadcast_to(shift, (1, *feature_shape))
+    ones = jnp.broadcast_to(shift, (1, *batches[0].shape[2:]))
     grads = jax.grad(lambda p: shift * jnp.sum(apply_fn(p, ones)))(shifted)
     return jax.tree.map(lambda p, g: jnp.abs(p * g), flow, grads)
 
 
+for _name, _fn in (("random", _random), ("magnitude", _magnitude), ("snip", _snip), ("grasp", _grasp),
+                  ("synflow", _synflow)):
+    register(_name, _fn)
+
+
+def _shapes(tree: PyTree) -> PyTree:
+    return jax.tree.map(jnp.shape, tree)
+
+
+def _check_method(method: str) -> None:
+    if method not in _SCORERS:
+        raise ConfigError(f"method must be one of {methods()}, got {method!r}")
+
+
 def _scores_on_batches(
-    method: str, apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, temperature: float
+    method: str, apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions
 ) -> PyTree:
-    """Scores of ``method`` (module docstring) with gradients summed over the leading axis of ``batches``."""
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "random":
-        raw = _random(params, key)
-    elif method == "magnitude":
-        raw = jax.tree.map(jnp.abs, params)
-    elif method == "snip":
-        raw = _snip(apply_fn, params, batches)
-    elif method == "grasp":
-        raw = _grasp(apply_fn, params, batches, temperature)
-    else:
-        raw = _synflow(apply_fn, params, batches[0].shape[2:])
+    """Scores of the registered scorer ``method`` (gradients summed over the leading axis of ``batches``), set to 0
+    off the prunable leaves; ConfigError if the scorer returns a pytree not shaped like ``params``."""
+    _check_method(method)
+    raw = _SCORERS[method](apply_fn, params, batches, key, options)
+    if jax.tree.structure(raw) != jax.tree.structure(params) or _shapes(raw) != _shapes(params):
+        raise ConfigError(f"scorer {method!r} returned {_shapes(raw)}, not a pytree shaped like params "
+                          f"{_shapes(params)}")
     return _prunable_only(raw, params)
 
 
@@ -153,12 +244,13 @@ def score(
     ``key`` is used by ``random`` only; ``temperature`` by ``grasp`` only; ``synflow`` uses only x's shape.
     """
     batches = jax.tree.map(lambda a: a[None], batch)
-    return _scores_on_batches(method, apply_fn, params, batches, key, temperature)
+    return _scores_on_batches(method, apply_fn, params, batches, key, ScoringOptions(temperature))
 
 
 def _check_prune_args(method: str, scope: str, allocation: str, rounds: int, schedule: str) -> None:
     """Raise ``ConfigError`` naming the first bad argument."""
-    choices = {"method": (method, METHODS), "scope": (scope, masks.SCOPES),
+    _check_method(method)
+    choices = {"scope": (scope, masks.SCOPES),
                "allocation": (allocation, masks.ALLOCATIONS), "schedule": (schedule, SCHEDULES)}
     for name, (value, allowed) in choices.items():
         if value not in allowed:
@@ -211,10 +303,11 @@ def prune(
     start_density = masks.density(start, params)
     target = 1.0 - jnp.asarray(sparsity, jnp.float32)
     sign = -1.0 if invert else 1.0
+    options = ScoringOptions(temperature)
 
     def one_round(current: PyTree, round_and_key: tuple[jax.Array, jax.Array]) -> tuple[PyTree, None]:
         r, round_key = round_and_key
-        scores = _scores_on_batches(method, apply_fn, masks.apply(params, current), batches, round_key, temperature)
+        scores = _scores_on_batches(method, apply_fn, masks.apply(params, current), batches, round_key, options)
         scores = masks.restrict(jax.tree.map(lambda s: sign * s, scores), current)
         density = _density_after(r, rounds, start_density, target, schedule)
         round_sparsity = jnp.where(r == rounds, sparsity, 1.0 - density)

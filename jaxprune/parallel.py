@@ -16,7 +16,8 @@ value, and each materialises only the shards that live on its own devices.
 import glob
 import importlib.util
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -26,7 +26,8 @@ the density term alone. Every function is for one network; lift with ``jax.vmap`
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -17,7 +17,8 @@ then on, so one diverged seed neither crashes the sweep nor contaminates the oth
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn

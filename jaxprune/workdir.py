@@ -10,7 +10,8 @@ import fcntl
 import json
 import os
 import tempfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -61,9 +62,14 @@ def read_json(path: str) -> Any:
         return json.load(f)
 
 
+def json_line(record: dict) -> str:
+    """One line of a ``.jsonl`` file: ``record`` as JSON (:func:`to_jsonable`), newline-terminated."""
+    return json.dumps(to_jsonable(record)) + "\n"
+
+
 def write_jsonl(path: str, records: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically (a rerun after a crash never duplicates lines)."""
-    text = "".join(json.dumps(to_jsonable(record)) + "\n" for record in records)
+    text = "".join(json_line(record) for record in records)
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 

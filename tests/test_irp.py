@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import irp as irp_config
 from jaxprune import irp, masks
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
-from configs import irp as irp_config
 
 
 def tiny_config(**overrides):
@@ -57,8 +57,8 @@ def test_survival_counts_are_in_range_and_encode_the_final_mask(tiny_run):
 def test_vmapped_seed_equals_single_seed_run(tiny_run):
     config, setup, state, _, _ = tiny_run
     for i in (0, 2):
-        single, _, _ = irp_experiment.run_rounds(
-            config, dataclasses.replace(setup, keys=setup.keys[i:i + 1]), irp.schedule(config.prune_fraction, config.rounds))
+        one_seed = dataclasses.replace(setup, keys=setup.keys[i:i + 1])
+        single, _, _ = irp_experiment.run_rounds(config, one_seed, irp.schedule(config.prune_fraction, config.rounds))
         for a, b in zip(jax.tree.leaves(state.mask), jax.tree.leaves(single.mask)):
             np.testing.assert_array_equal(a[i], b[0])
         for a, b in zip(jax.tree.leaves(state.survival), jax.tree.leaves(single.survival)):

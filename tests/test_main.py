@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -78,7 +79,9 @@ def test_workdir_of_another_config_is_refused_with_the_differing_keys(finished_r
 @pytest.mark.parametrize("args, needle", [
     (["--config.num_seeds=0"], "config.num_seeds=0"),
     (["--config.num_seeds=abc"], "bad command line"),
-    (["--config.no_such_key=1"], "bad command line"),
+    (["--config.no_such_key=1"], "--config.no_such_key: the config has no key 'no_such_key'"),
+    (["--config.num_seed=4"], "has no key 'num_seed'; did you mean num_seeds, "),
+    (["--noconfig.overwrit"], "--noconfig.overwrit: the config has no key 'overwrit'; did you mean overwrite?"),
     (["--config.dataset=cifar10"], "tfds build cifar10"),
     (["--config.batch_size=100000"], "config.batch_size=100000"),
     (["--config.checkpoint_every_steps=-1"], "config.checkpoint_every_steps=-1"),
@@ -91,6 +94,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not workdir.exists()
+
+
+def test_missing_key_names_the_first_missing_part_and_the_closest_keys_at_its_level():
+    config = ml_collections.ConfigDict({"seed": 0, "optim": {"learning_rate": 0.1, "momentum": 0.9}, "widths": (4,)})
+    assert main_lib.missing_key(config, "optim.learning_rate") is None
+    assert main_lib.missing_key(config, "optim.lerning_rate") == (
+        "optim has no key 'lerning_rate'; did you mean optim.learning_rate?")
+    assert main_lib.missing_key(config, "optimizer.momentum") == (
+        "the config has no key 'optimizer'; did you mean optim?")
+    assert main_lib.missing_key(config, "widths.depth") == "widths is a tuple, not a config with key 'depth'"
+    assert "no key is close" in main_lib.missing_key(config, "zzz")
 
 
 def test_unwritable_workdir_and_missing_config_file(tmp_path):

@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+import zipfile
 from unittest import mock
 
 import nbformat
@@ -49,18 +50,68 @@ def test_the_committed_notebooks_are_the_three_and_have_no_outputs():
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs ({cell.source[:60]!r})"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_first_cell_installs_on_colab_only(name):
-    """Run locally (no google.colab module), the install cell starts no process; on Colab it pip-installs."""
-    source = code_cells(read(name))[0].source
-    assert '"google.colab" in sys.modules' in source and "pip" in source
-    with mock.patch("subprocess.run") as run:
-        exec(compile(source, name, "exec"), {})
-    run.assert_not_called()
-    with mock.patch("subprocess.run") as run, mock.patch.dict(sys.modules, {"google.colab": mock.MagicMock()}), \
-            mock.patch("os.chdir"), mock.patch("os.path.isdir", return_value=False):
-        exec(compile(source, name, "exec"), {})
-    assert any("pip" in call.args[0] for call in run.call_args_list)
+def install_cell() -> str:
+    """The first code cell, the same in every notebook."""
+    sources = {code_cells(read(name))[0].source for name in NOTEBOOKS}
+    assert len(sources) == 1, "the notebooks' install cells differ"
+    return sources.pop()
+
+
+def run_install_cell(source: str, on_colab: bool, clone=None) -> mock.MagicMock:
+    """Execute the install cell with subprocess.run mocked (``clone(args)`` plays `git clone`); returns the mock."""
+    def fake_run(args, **kwargs):
+        if args[:2] == ["git", "clone"] and clone:
+            clone(args)
+        return mock.MagicMock(returncode=0)
+
+    colab = {"google.colab": mock.MagicMock()} if on_colab else {}
+    with mock.patch("subprocess.run", side_effect=fake_run) as run, mock.patch.dict(sys.modules, colab), \
+            mock.patch.object(sys, "path", list(sys.path)):
+        exec(compile(source, "install_cell", "exec"), {})
+    return run
+
+
+def test_the_install_cell_does_nothing_locally(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert '"google.colab" in sys.modules' in install_cell()
+    run_install_cell(install_cell(), on_colab=False).assert_not_called()
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_install_cell_on_colab_without_a_source_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="set JAXPRUNE_REPO_URL in this cell .* or upload the repository as "
+                                           "jaxprune.zip"):
+        run_install_cell(install_cell(), on_colab=True)
+    assert "OWNER" not in install_cell()
+
+
+def test_the_install_cell_on_colab_clones_the_url_and_installs_from_the_clone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = "https://example.org/someone/jaxprune.git"
+    source = install_cell().replace('JAXPRUNE_REPO_URL = ""', f'JAXPRUNE_REPO_URL = "{url}"', 1)
+    assert source != install_cell()
+
+    def clone(args):
+        os.makedirs(os.path.join(args[-1], "configs"))
+        open(os.path.join(args[-1], "pyproject.toml"), "w").close()
+
+    run = run_install_cell(source, on_colab=True, clone=clone)
+    calls = [c.args[0] for c in run.call_args_list]
+    assert calls[0] == ["git", "clone", "-q", url, "jaxprune"]
+    assert calls[1][1:] == ["-m", "pip", "install", "-q", "-e", "."] and len(calls) == 2
+    assert os.getcwd() == str(tmp_path / "jaxprune")
+
+
+def test_the_install_cell_on_colab_installs_an_uploaded_zip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with zipfile.ZipFile(tmp_path / "jaxprune.zip", "w") as z:  # as GitHub's "Download ZIP" nests it
+        z.writestr("jaxprune-main/pyproject.toml", "")
+        z.writestr("jaxprune-main/configs/irp.py", "")
+        z.writestr("jaxprune-main/notebooks/pyproject.toml", "")  # a deeper one is not the root
+    run = run_install_cell(install_cell(), on_colab=True)
+    assert [c.args[0][1:] for c in run.call_args_list] == [["-m", "pip", "install", "-q", "-e", "."]]
+    assert os.getcwd() == str(tmp_path / "jaxprune" / "jaxprune-main")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

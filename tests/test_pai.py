@@ -64,7 +64,10 @@ def conv_setup(seed=0):
     """(apply_fn closing over BatchNorm running stats, params, batches [1, 5, 6, 6, 2]) for ConvBN."""
     model = ConvBN()
     variables = numpy_init(model, (1, 6, 6, 2), seed)
-    apply_fn = lambda p, x: model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x)
+
+    def apply_fn(p, x):
+        return model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x)
+
     return apply_fn, variables["params"], data(seed, (1, 5, 6, 6, 2), 3)
 
 
@@ -99,7 +102,10 @@ def test_snip_equals_theta_times_float64_central_differences():
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         x, y = jnp.asarray(batches[0][0], jnp.float64), batches[1][0]
-        loss = lambda p: ce64(apply_fn(p, x), y)
+
+        def loss(p):
+            return ce64(apply_fn(p, x), y)
+
         eps = 1e-6
         for name in ("Dense_0", "Dense_1"):
             w = p64[name]["kernel"]
@@ -190,8 +196,9 @@ def test_iterative_synflow_avoids_layer_collapse_where_single_shot_does_not():
     keeps under a tenth of the uniform share of the first layer.
     """
     apply_fn, params, batches = mlp_setup(features=(128, 16, 8), in_dim=64, batch=32)
-    prune = lambda method, rounds: pai.prune(method, apply_fn, params, batches, jax.random.key(0), 0.99,
-                                             rounds=rounds)
+
+    def prune(method, rounds):
+        return pai.prune(method, apply_fn, params, batches, jax.random.key(0), 0.99, rounds=rounds)
 
     def kept_and_paths(mask):
         kernels = [np.asarray(mask[f"Dense_{i}"]["kernel"], np.float64) for i in range(3)]
@@ -205,7 +212,7 @@ def test_iterative_synflow_avoids_layer_collapse_where_single_shot_does_not():
     assert snip[0] < 0.1 * 104 * 8192 / 10368
 
 
-@pytest.mark.parametrize("method", pai.METHODS)
+@pytest.mark.parametrize("method", pai.methods())
 def test_prune_has_exact_sparsity_and_scores_vanish_off_prunable(method):
     apply_fn, params, batches = conv_setup()
     scores = jax.jit(lambda p: pai.score(method, apply_fn, p, first(batches), jax.random.key(0)))(params)
@@ -269,8 +276,10 @@ def test_prune_from_a_mask_stays_inside_it(method, invert):
 @pytest.mark.parametrize("method", ["magnitude", "snip"])
 def test_invert_keeps_the_complement_of_the_ranking(method, scope):
     apply_fn, params, batches = mlp_setup(features=(8, 3))  # 32 + 24 weights
-    prune = lambda s, invert: pai.prune(method, apply_fn, params, batches, jax.random.key(0), s, scope=scope,
-                                        invert=invert)
+
+    def prune(s, invert):
+        return pai.prune(method, apply_fn, params, batches, jax.random.key(0), s, scope=scope, invert=invert)
+
     top, bottom = prune(0.25, False), prune(0.75, True)
     for t, b, keep in zip(jax.tree.leaves(top), jax.tree.leaves(bottom), jax.tree.leaves(masks.prunable(params))):
         np.testing.assert_array_equal(b, ~t if keep else t)
@@ -281,7 +290,10 @@ def test_vmap_over_seeds_equals_each_seed(method):
     apply_fn, _, batches = mlp_setup(features=(8, 3))
     params = jax.tree.map(lambda *p: jnp.stack(p), *[mlp_setup(features=(8, 3), seed=s)[1] for s in range(3)])
     keys = jax.random.split(jax.random.key(0), 3)
-    one = lambda p, k: pai.prune(method, apply_fn, p, batches, k, 0.9, rounds=4 if method == "synflow" else None)
+
+    def one(p, k):
+        return pai.prune(method, apply_fn, p, batches, k, 0.9, rounds=4 if method == "synflow" else None)
+
     stacked = jax.jit(jax.vmap(one))(params, keys)
     single = jax.jit(one)
     for i in range(3):

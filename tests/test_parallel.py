@@ -124,7 +124,7 @@ def _results(*processes: subprocess.Popen) -> list[dict]:
     finally:
         for p in processes:
             p.kill()
-    for p, (stdout, stderr) in zip(processes, outputs):
+    for p, (_, stderr) in zip(processes, outputs):
         assert p.returncode == 0, stderr[-3000:]
     return [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
 

@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import autosparse, data, irp, masks, models, parallel, plotting, stats, train, workdir as wd
-from jaxprune.config import (check_choice, check_methods, check_positive_int, check_sparsities,
-                             validate_pruning)
+from jaxprune import autosparse, data, irp, masks, models, parallel, plotting, stats, train
+from jaxprune import workdir as wd
+from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import irp as irp_experiment
@@ -58,7 +58,7 @@ def validate(config) -> None:
     check_positive_int(config, "rounds")
     check_positive_int(config, "num_seeds", minimum=2)
     check_sparsities(config)
-    check_methods(config, masking.METHODS)
+    check_methods(config, masking.methods())
     check_choice(config, "predictor", autosparse.KINDS)
     for key in ("predictor_steps", "predictor_batch_size", "predictor_window"):
         check_positive_int(config, key)
@@ -99,7 +99,8 @@ def source_irp(config, setup: common.Setup, log,
                checkpoint_dir: str | None = None) -> tuple[common.Seeds, dict, list[dict], list[dict]]:
     """IRP of every seed twice, from the same weights with data orders ``order_key`` and ``fold_in(order_key, 1)``.
 
-    The rounds are checkpointed under ``checkpoint_dir`` if given. Returns the seeds, the survival counts (pytrees with a leading seed axis, host) of the two runs under
+    The rounds are checkpointed under ``checkpoint_dir`` if given. Returns the seeds, the survival counts (pytrees
+    with a leading seed axis, host) of the two runs under
     ``first``/``second``, the per-round metrics and the failed runs (``run`` index over the 2S runs).
     """
     seeds = common.init_seeds(setup)

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import checkpoint, irp, masks, parallel, plotting, stats, train, workdir as wd
+from jaxprune import checkpoint, irp, masks, parallel, plotting, stats, train
+from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_positive_int
 from jaxprune.errors import AllSeedsFailed, ConfigError
 from jaxprune.experiments import common

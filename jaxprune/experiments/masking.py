@@ -29,7 +29,12 @@ from jaxprune.experiments import irp as irp_experiment
 SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
 AFTER_TRAINING = ("imp", "magnitude_after")
 LEARNED = ("autosparse",)
-METHODS = pai.METHODS + AFTER_TRAINING
+
+
+def methods() -> tuple[str, ...]:
+    """The methods :func:`method_masks` builds without a predictor: the registered PaI scorers
+    (:func:`jaxprune.pai.methods`, at the time of the call), then :data:`AFTER_TRAINING`."""
+    return pai.methods() + AFTER_TRAINING
 
 
 def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_size: int) -> tuple:
@@ -112,7 +117,7 @@ def imp_masks(config, setup: common.Setup, sparsities, log=None, checkpoint_dir:
 def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, sparsities, log=None,
                  invert: bool = False, predictor: autosparse.PredictorState | None = None,
                  checkpoint_dir: str | None = None) -> dict:
-    """{sparsity: stacked masks} for any method in :data:`METHODS` or :data:`LEARNED`, from the seeds' initial
+    """{sparsity: stacked masks} for any method in :func:`methods` or :data:`LEARNED`, from the seeds' initial
     weights; ``autosparse`` needs the trained ``predictor``. ``imp`` checkpoints its rounds under
     ``checkpoint_dir`` if given, so a rerun of a killed experiment resumes it.
 
@@ -120,7 +125,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
     """
     params, batch_stats, init_keys, order_keys = seeds
     if invert and method in AFTER_TRAINING:
-        raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.METHODS)}, not {method!r}")
+        raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.methods())}, not {method!r}")
     if method in LEARNED and predictor is None:
         raise ConfigError(f"method {method!r} needs a trained predictor (predictor=autosparse.train_predictor(...))")
     if method == "imp":

@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, masks, parallel, plotting, robustness, train, workdir as wd
-from jaxprune.data.noise import with_label_noise
+from jaxprune import data, masks, parallel, plotting, robustness, train
+from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
+from jaxprune.data.noise import with_label_noise
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 
@@ -55,7 +57,7 @@ class StopRule(NamedTuple):
     min_epochs: int = 0
 
     @classmethod
-    def from_config(cls, config) -> "StopRule":
+    def from_config(cls, config) -> StopRule:
         return cls(config.loss_tol, config.loss_window, config.accuracy_patience, config.accuracy_tol,
                    config.min_epochs)
 
@@ -157,7 +159,7 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
 
 def validate(config) -> None:
     """Memorization keys; random labels need a classification task and no separate label noise."""
-    check_methods(config, masking.METHODS)
+    check_methods(config, masking.methods())
     check_sparsities(config)
     validate_pruning(config)
     check_positive_int(config, "max_epochs")

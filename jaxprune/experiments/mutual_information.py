@@ -42,21 +42,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import irp, masks, mi, parallel, plotting, train, workdir as wd
+from jaxprune import irp, masks, mi, parallel, plotting, train
+from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_methods, check_positive_int, validate_pruning
 from jaxprune.data import corrupt_labels
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments.irp import check_rewind_step
 
-METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "imp", "magnitude_after")
 DATA_INDEPENDENT = ("random", "magnitude", "synflow")
 
 
 def validate(config) -> None:
     """Keys of this experiment (see configs/mutual_information.py)."""
-    check_methods(config, METHODS)
-    check_methods(config, METHODS, key="noise_methods")
+    check_methods(config, masking.methods())
+    check_methods(config, masking.methods(), key="noise_methods")
     check_fraction(config, "sparsity")
     if config.sparsity == 0:
         raise ConfigError("config.sparsity=0: must be in (0, 1), the fraction of prunable weights removed")
@@ -157,7 +157,7 @@ def stages(method: str, config) -> list[float]:
 def method_ensemble(method: str, config, setup: common.Setup, seeds: common.Seeds, labels, keys):
     """Masks M[k, r, s, stage, ...] of ``method`` for labels [K, n] and keys [K, R, S] (module docstring)."""
     tx = train.optimizer_from_config(config, train.steps_per_epoch(len(setup.dataset.y_train), config.batch_size))
-    if method in masking.pai.METHODS:
+    if method in masking.pai.methods():
         track = functools.partial(pai_track, method, config, setup)
     elif method == "imp":
         track = functools.partial(imp_track, config, setup, tx, stages(method, config))
@@ -284,7 +284,8 @@ def run(config, workdir: str) -> dict:
     rows = {m: method_results(m, config, setup, seeds, labels, keys, params_one, log) for m in config.methods}
     noise_rows = {}
     if config.noise_bits:
-        noise_labels = draw_labels(setup.dataset.clean_y_train, 2, 1.0, jax.random.split(noise_key, shape[0] * shape[1]))
+        noise_labels = draw_labels(setup.dataset.clean_y_train, 2, 1.0,
+                                   jax.random.split(noise_key, shape[0] * shape[1]))
         noise_keys = keys.reshape(-1, 1, config.num_seeds)
         bits = np.asarray(noise_labels[:, : config.noise_bits])
         noise_rows = {m: method_results(m, config, setup, seeds, noise_labels, noise_keys, params_one, log, bits)

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from jaxprune import irp, masks, parallel, plotting, robustness, train, workdir as wd
+from jaxprune import irp, masks, parallel, plotting, robustness, train
+from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_methods, validate_pruning
 from jaxprune.experiments import common, masking, memorization
 from jaxprune.experiments import irp as irp_experiment
@@ -37,7 +38,7 @@ def noise_correlation(outputs: jax.Array, noise: jax.Array) -> jax.Array:
 
 def validate(config) -> None:
     """Noise-correlation keys: Gaussian regression data, methods, one sparsity in [0, 1)."""
-    check_methods(config, masking.METHODS)
+    check_methods(config, masking.methods())
     check_fraction(config, "sparsity")
     check_choice(config, "dataset", ("gaussian",))
     check_choice(config, "task", ("regression",))

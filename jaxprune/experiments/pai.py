@@ -26,7 +26,8 @@ import os
 import jax
 import numpy as np
 
-from jaxprune import masks, parallel, plotting, train, workdir as wd
+from jaxprune import masks, parallel, plotting, train
+from jaxprune import workdir as wd
 from jaxprune.config import check_methods, check_sparsities, validate_pruning
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import irp as irp_experiment
@@ -36,8 +37,8 @@ REINIT_STREAM = 2  # re-initialized weights of seed i: init from fold_in(key_i, 
 
 
 def validate(config) -> None:
-    """methods ⊆ masking.METHODS, distinct sparsities in [0, 1), distinct ablations ⊆ ABLATIONS, pruning keys."""
-    check_methods(config, masking.METHODS)
+    """methods ⊆ masking.methods(), distinct sparsities in [0, 1), distinct ablations ⊆ ABLATIONS, pruning keys."""
+    check_methods(config, masking.methods())
     check_sparsities(config)
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
