@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset="gaussian", labels="teacher", num_examples=256, num_test=128, input_dim=8, num_classes=3,
             widths=(16,), num_seeds=2, epochs=1, batch_size=32, sparsities=(0.5, 0.9), synflow_rounds=3)
 ROW_KEYS = {"method", "sparsity", "density", "layer_density", "collapsed_layers", "test_accuracy", "train_accuracy",
-            "test_loss", "train_loss", "failed_seeds"}
+            "test_loss", "train_loss", "failed_seeds", "effective_density", "effective_layer_density", "dead_layers",
+            "disconnected"}
 
 
 def tiny_config(**overrides):
@@ -135,16 +135,21 @@ def test_batched_training_equals_one_call_per_sparsity(tiny_setup):
         np.testing.assert_allclose(last[key], alone[key], rtol=1e-5, atol=1e-6)
 
 
-def test_mask_report_lists_empty_layers_per_seed():
-    params = {"Dense_0": {"kernel": jnp.ones((2, 3, 4)), "bias": jnp.ones((2, 4))},
-              "Dense_1": {"kernel": jnp.ones((2, 4, 2))}}
-    mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
-    mask["Dense_1"]["kernel"] = mask["Dense_1"]["kernel"].at[1].set(False)
-    mask["Dense_0"]["kernel"] = mask["Dense_0"]["kernel"].at[0, 0].set(False)
-    report = pai_experiment.mask_report(mask, params)
+def test_mask_report_lists_empty_and_dead_layers_per_seed(tiny_setup):
+    config, setup, seeds, _ = tiny_setup
+    mask = jax.vmap(masks.ones)(seeds.params)
+    mask["Dense_0"]["kernel"] = mask["Dense_0"]["kernel"].at[0, 0, 0].set(False)  # seed 0: one weight fewer
+    mask["Dense_1"]["kernel"] = mask["Dense_1"]["kernel"].at[1].set(False)  # seed 1: the output layer empty
+    report = masking.mask_report(setup, seeds, mask)
+    sizes = {k: np.prod(v.shape[1:]) for k, v in zip(masks.prunable_names(jax.tree.map(lambda a: a[0], seeds.params)),
+                                                      masks.prunable_leaves(seeds.params, seeds.params))}
+    total = sum(sizes.values())
     assert report["collapsed_layers"] == {"Dense_1/kernel": [1]}
-    np.testing.assert_allclose(report["layer_density"]["Dense_0/kernel"], [8 / 12, 1.0])
-    np.testing.assert_allclose(report["density"], [16 / 20, 12 / 20])
+    np.testing.assert_allclose(report["layer_density"]["Dense_0/kernel"], [1 - 1 / sizes["Dense_0/kernel"], 1.0])
+    np.testing.assert_allclose(report["density"], [(total - 1) / total, sizes["Dense_0/kernel"] / total])
+    # seed 1's first layer keeps every weight, but none is on a path to the (empty) output layer
+    assert report["dead_layers"] == {"Dense_0/kernel": [1], "Dense_1/kernel": [1]} and report["disconnected"] == [1]
+    np.testing.assert_allclose(report["effective_density"], [(total - 1) / total, 0.0])
 
 
 @pytest.mark.parametrize("key,value", [("ablations", ("shuffle", "flip")), ("ablations", ("invert", "invert")),

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import autosparse, irp, masks, pai, parallel, train
+from jaxprune import autosparse, connectivity, irp, masks, pai, parallel, train
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
@@ -134,6 +134,30 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
     method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
     return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities, invert, predictor)
+
+
+def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask) -> dict:
+    """Nominal and effective densities of every seed's mask (host values, one per seed):
+
+    ``density`` and ``layer_density`` {layer: [seeds]} (kept / size), ``collapsed_layers`` {layer: [seeds whose
+    layer kept no weight]}, and from :mod:`jaxprune.connectivity` (kept weights on an input→output path):
+    ``effective_density``, ``effective_layer_density``, ``dead_layers`` {layer: [seeds whose layer keeps no
+    weight on a path]} and ``disconnected`` [seeds whose output does not depend on the input at all]. Only the
+    collapsed / dead layers are listed.
+    """
+    feature_shape = tuple(setup.train_data.x.shape[1:])
+    diagnose = lambda p, bs, m: connectivity.diagnose(train.apply_fn_for(setup.model, bs), p, m, feature_shape)
+    report = connectivity.report(parallel.to_host(parallel.seed_map(diagnose, setup.mesh)(
+        seeds.params, seeds.batch_stats, stacked_mask)))
+    layers = report["layers"]
+    listed = lambda test: {k: np.flatnonzero(test(v)).tolist() for k, v in layers.items() if np.any(test(v))}
+    return {"density": report["total"]["nominal_density"],
+            "layer_density": {k: v["nominal_density"] for k, v in layers.items()},
+            "collapsed_layers": listed(lambda v: np.asarray(v["kept"]) == 0),
+            "effective_density": report["total"]["effective_density"],
+            "effective_layer_density": {k: v["effective_density"] for k, v in layers.items()},
+            "dead_layers": listed(lambda v: np.asarray(v["effective"]) == 0),
+            "disconnected": np.flatnonzero(report["total"]["disconnected"]).tolist()}
 
 
 def train_masked(config, setup: common.Setup, seeds: common.Seeds, stacked_masks) -> dict:

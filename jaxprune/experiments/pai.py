@@ -67,22 +67,13 @@ def ablated(ablation: str, method: str, config, setup: common.Setup, seeds: comm
     return seeds, masking.method_masks(method, config, setup, seeds, list(stacked_masks), invert=True)
 
 
-def mask_report(stacked_mask, params) -> dict:
-    """Per seed: overall ``density``, ``layer_density`` {layer: [seeds]}, and ``collapsed_layers``
-    {layer: [seeds whose layer kept no weight]} (only the collapsed ones)."""
-    density = np.asarray(jax.vmap(masks.density)(stacked_mask, params))
-    layers = {k: np.asarray(v) for k, v in jax.vmap(masks.layer_density)(stacked_mask, params).items()}
-    collapsed = {k: np.flatnonzero(v == 0).tolist() for k, v in layers.items() if np.any(v == 0)}
-    return {"density": density, "layer_density": layers, "collapsed_layers": collapsed}
-
-
 def evaluate_rows(method: str, config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict,
                   log: common.Progress) -> list[dict]:
     """Train every seed's masked network at every sparsity; one result row per sparsity (values per seed)."""
     rows = []
     trained = masking.train_mask_sets(config, setup, seeds, list(stacked_masks.values()))
     for (sparsity, stacked), out in zip(stacked_masks.items(), trained):
-        report = mask_report(stacked, seeds.params)
+        report = masking.mask_report(setup, seeds, stacked)
         rows.append({"method": method, "sparsity": float(sparsity), **report,
                      **{k: out[k] for k in ("test_accuracy", "train_accuracy", "test_loss", "train_loss")},
                      "failed_seeds": np.flatnonzero(out["failed_step"] >= 0).tolist(),
