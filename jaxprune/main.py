@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxprune import config as config_lib
-from jaxprune import parallel
+from jaxprune import metrics, parallel
 from jaxprune import workdir as wd
 from jaxprune.config import RUN_KEYS
 from jaxprune.errors import AllSeedsFailed, ConfigError
@@ -132,7 +132,8 @@ def check_workdir(workdir: str, config_dict: dict, overwrite: bool) -> bool:
 
 def clear_outputs(workdir: str) -> None:
     """Remove the files and checkpoints a previous run wrote into ``workdir`` (for ``--config.overwrite``)."""
-    shutil.rmtree(os.path.join(workdir, wd.CHECKPOINTS), ignore_errors=True)
+    for directory in (wd.CHECKPOINTS, metrics.TENSORBOARD):
+        shutil.rmtree(os.path.join(workdir, directory), ignore_errors=True)
     for name in os.listdir(workdir):
         path = os.path.join(workdir, name)
         if os.path.isfile(path) and (name in (wd.CONFIG, wd.RESULTS, wd.METRICS) or name.endswith((".npz", ".png"))):

@@ -85,6 +85,8 @@ def test_workdir_of_another_config_is_refused_with_the_differing_keys(finished_r
     (["--config.dataset=cifar10"], "tfds build cifar10"),
     (["--config.batch_size=100000"], "config.batch_size=100000"),
     (["--config.checkpoint_every_steps=-1"], "config.checkpoint_every_steps=-1"),
+    (["--config.seed_ids=(1,1)"], "config.seed_ids"),
+    (["--config.seed_ids=(-2,)"], "config.seed_ids"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
     workdir = tmp_path / "never"
@@ -132,3 +134,29 @@ def test_validation_names_the_key(key, value, needle):
     config[key] = value
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         main_lib.validate(config)
+
+
+def test_a_workdir_in_use_is_refused_and_a_killed_run_leaves_it_free(tmp_path):
+    """A second run on the workdir of a live run exits 2 with one line and touches nothing; after kill -9 of the
+    first, the same command resumes from its checkpoint and finishes."""
+    workdir = tmp_path / "run"
+    slow = [*TINY[:-2], "--config.epochs=4", "--config.rounds=60"]
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    first = subprocess.Popen([sys.executable, "-m", "jaxprune.main", "--config=configs/irp.py",
+                              f"--workdir={workdir}", *slow], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:  # wait until it has checkpointed a round (it holds the workdir from the start)
+            if "round 1/60" in line:
+                break
+        before = sorted(os.listdir(workdir))
+        second = run_cli(f"--workdir={workdir}", *slow)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert sorted(os.listdir(workdir)) == before
+    finally:
+        first.kill()
+        first.wait()
+    third = run_cli(f"--workdir={workdir}", *slow)
+    assert third.returncode == 0, third.stderr
+    assert "resumed from the checkpoint after round" in third.stdout
+    assert os.path.exists(workdir / "results.json")

@@ -127,3 +127,34 @@ def test_parameter_overview_lists_prunable_layers_with_counts_and_mask_densities
     np.testing.assert_allclose([r["density"] for r in parameter_overview.rows(params, stacked)],
                                [(r["density"] + 1) / 2 for r in rows])
     assert "density" not in parameter_overview.table(params)
+
+
+def test_irp_appends_each_round_as_it_ends_and_tensorboard_holds_every_seed_and_the_mean(tmp_path):
+    """The IRP job's metrics.jsonl grows round by round (counted when each round's progress line is logged), and
+    TensorBoard's reader gets back each seed's and the mean test accuracy of every round."""
+    from configs import irp as irp_config
+    from jaxprune import irp
+    from jaxprune.experiments import common
+    from jaxprune.experiments import irp as irp_experiment
+
+    config = irp_config.get_config()
+    config.update(dict(dataset="gaussian", labels="teacher", num_examples=128, num_test=64, input_dim=8,
+                       num_classes=3, widths=(16,), num_seeds=2, epochs=1, batch_size=32, rounds=3))
+    setup = common.setup(config)
+    lines_seen = []
+
+    def log(message):
+        if message.startswith("round"):
+            lines_seen.append(sum(1 for _ in open(tmp_path / "metrics.jsonl")))
+
+    with metrics.MetricsWriter(str(tmp_path), config.num_seeds) as writer:
+        _, history, _ = irp_experiment.run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds),
+                                                  log, writer=writer)
+    per_round = len(irp_experiment.round_records(0, history[0]))
+    assert lines_seen == [per_round, 2 * per_round, 3 * per_round]
+    for s in range(config.num_seeds):
+        got = scalars(str(tmp_path), writer.seed_run(s), "test_accuracy")
+        np.testing.assert_allclose([v for _, v in got], [m["test_accuracy"][s] for m in history], rtol=1e-6)
+        assert [step for step, _ in got] == [1, 2, 3]
+    mean = [v for _, v in scalars(str(tmp_path), "mean", "test_accuracy")]
+    np.testing.assert_allclose(mean, [np.mean(m["test_accuracy"]) for m in history], rtol=1e-6)

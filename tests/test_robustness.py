@@ -67,3 +67,17 @@ def test_p_eff_counts_every_kept_parameter_and_the_scale_formula():
     assert rec["robustness_scale"] == pytest.approx(0.5 * np.sqrt(100 * 20 / 6.0))
     assert robustness.summary([6], [1.0], [2.0], sigma=1.0, num_examples=1, input_dim=1, mi_bits=2.0)["p_eff"] == 8.0
     assert robustness.random_label_std(4) == pytest.approx(np.sqrt(1 - 1 / 4))
+
+
+def test_spectral_norm_equals_the_largest_singular_value_and_never_exceeds_it():
+    """Repeated squaring of the Gram matrix (no LAPACK) against float64 SVD: random shapes, a near-degenerate top
+    pair, rank one, and the zero matrix."""
+    rng = np.random.default_rng(0)
+    cases = [rng.standard_normal((int(rng.integers(1, 12)), int(rng.integers(1, 30)))) for _ in range(200)]
+    cases += [np.diag([1.0, 0.9999, 0.5]), np.outer(rng.standard_normal(5), rng.standard_normal(7)), np.zeros((3, 4))]
+    for a in cases:
+        a = a.astype(np.float32)
+        exact = np.linalg.svd(a.astype(np.float64), compute_uv=False)[0]
+        got = float(robustness.spectral_norm(jnp.asarray(a)))
+        assert got <= exact * (1 + 1e-6) + 1e-12
+        np.testing.assert_allclose(got, exact, rtol=2e-6, atol=1e-12)

@@ -100,6 +100,35 @@ def networks(setup: Setup, seeds: Seeds, mask_sets: list) -> tuple[Seeds, Any]:
     return tiled, setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
 
 
+PROGRESS_SECONDS = 30.0  # long loops log a progress line with an ETA at least this often
+
+
+class Eta:
+    """Progress of ``total`` units of work (e.g. training steps), ``done`` of them before this process started: the
+    rate and estimated time left since the first unit timed here."""
+
+    def __init__(self, total: int, done: int = 0):
+        self.total, self.done = total, done
+        self.start_done, self.start = done, time.perf_counter()
+        self.last = self.start
+
+    def due(self, units: int) -> bool:
+        """Count ``units`` more done; True when a progress line is due (:data:`PROGRESS_SECONDS` since the last)."""
+        self.done += units
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_SECONDS:
+            return False
+        self.last = now
+        return True
+
+    def __str__(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = (self.done - self.start_done) / max(elapsed, 1e-9)
+        left = (self.total - self.done) / max(rate, 1e-9)
+        minutes, seconds = divmod(round(left), 60)
+        return f"{rate:.1f} steps/s, ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
 class Progress:
     """Prints one line per unit of work with the elapsed wall time (flushed, so it shows in logs live);
     silent on every process but the primary."""

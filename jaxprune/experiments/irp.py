@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import checkpoint, irp, masks, parallel, plotting, stats, train
+from jaxprune import checkpoint, irp, masks, parallel, parameter_overview, plotting, stats, train
+from jaxprune import metrics as metrics_lib
 from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_positive_int
 from jaxprune.errors import AllSeedsFailed, ConfigError
@@ -69,7 +70,7 @@ class RoundPrograms:
 
 def run_rounds(
     config, setup: common.Setup, densities, log=None, record=(), checkpoint_dir: str | None = None,
-    seeds: common.Seeds | None = None,
+    seeds: common.Seeds | None = None, writer: metrics_lib.MetricsWriter | None = None,
 ) -> tuple[irp.IRPState, list[dict], dict]:
     """IRP for all seeds: round r trains at the previous density and prunes to ``densities[r]``.
 
@@ -82,6 +83,11 @@ def run_rounds(
     ``seeds`` (default ``common.init_seeds(setup)``) are the initial weights and data-order keys of the runs,
     e.g. the same weights twice with different data orders.
 
+    A round trains in segments of one epoch (of ``checkpoint_every_steps`` steps if set), and a progress line with
+    an ETA is logged whenever :data:`PROGRESS_SECONDS` have passed. With ``writer``, each round's lines
+    (:func:`round_records`) are appended to metrics.jsonl and its scalars written to TensorBoard as the round
+    ends; a resumed run first cuts the file back to the rounds its checkpoint holds.
+
     Returns the final state (seed axis leading, on the mesh), per-round metrics (host numpy), and a dict with the
     :class:`~jaxprune.experiments.common.Seeds` under ``seeds`` and, under ``masks``, the stacked masks reached
     at each density listed in ``record`` (IMP masks for other experiments).
@@ -90,7 +96,7 @@ def run_rounds(
     check_rewind_step(config, spe)
     tx = train.optimizer_from_config(config, spe)
     programs = RoundPrograms(config, setup, tx, spe)
-    steps, every = programs.num_steps, config.checkpoint_every_steps or programs.num_steps
+    steps, every = programs.num_steps, config.checkpoint_every_steps or spe
     capture = config.rewind_step if config.rewind_step > 0 else None
     seeds = common.init_seeds(setup) if seeds is None else seeds
     state = programs.init(seeds.params, seeds.batch_stats, seeds.order_keys)
@@ -104,6 +110,9 @@ def run_rounds(
         if log:
             log(f"resumed from the checkpoint after round {start[0]}"
                 + (f", step {start[1]}/{steps} of round {start[0] + 1}" if start[1] else "") + f" in {checkpoint_dir}")
+    if writer:
+        writer.truncate(sum(len(round_records(r, m)) for r, m in enumerate(history)), step=len(history) + 1)
+    eta = common.Eta(len(densities) * steps, done=start[0] * steps + start[1])
     for r, density in enumerate(densities[start[0]:], start=start[0]):
         t = start[1] if r == start[0] else 0
         progress = programs.begin(state) if t == 0 else progress
@@ -111,11 +120,18 @@ def run_rounds(
             n = min(every - t % every, steps - t)
             progress = programs.train(state, progress, t, n, capture if r == 0 else None)
             t += n
-            if checkpointer and t < steps:
+            if checkpointer and config.checkpoint_every_steps and t < steps:
                 checkpointer.save(r * steps + t, state, history, progress)
+            if log and t < steps and eta.due(n):
+                jax.block_until_ready(progress)
+                log(f"round {r + 1}/{len(densities)}  step {t}/{steps}  {eta}")
         state, metrics = programs.end(state, progress, setup.test_data, density)
         metrics = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics).items()}
         history.append(metrics)
+        if writer:  # before the checkpoint: a checkpoint never covers lines that are not on disk
+            writer.append(round_records(r, metrics))
+            writer.scalars(r + 1, {k: metrics[k] if k.startswith("test") or k == "density" else metrics[k][:, -1]
+                                   for k in ROUND_SCALARS})
         if checkpointer:
             checkpointer.save((r + 1) * steps, state, history)
         if log:
@@ -135,18 +151,25 @@ def survival_arrays(state: irp.IRPState, params_like) -> dict[str, np.ndarray]:
     }
 
 
-def metric_records(history: list[dict]) -> list[dict]:
-    """metrics.jsonl lines: one per (round, seed) and one per (round, epoch, seed)."""
+ROUND_SCALARS = ("density", "test_accuracy", "test_loss", "train_accuracy", "train_loss")  # TensorBoard, per round
+
+
+def round_records(r: int, m: dict) -> list[dict]:
+    """metrics.jsonl lines of round r: per seed, one per epoch, then the round's summary."""
     records = []
-    for r, m in enumerate(history):
-        for s in range(len(m["test_accuracy"])):
-            for e in range(m["train_loss"].shape[1]):
-                records.append({"round": r, "epoch": e, "seed": s, "train_loss": m["train_loss"][s, e],
-                                "train_accuracy": m["train_accuracy"][s, e]})
-            records.append({"round": r, "seed": s, "density": m["density"][s],
-                            "test_accuracy": m["test_accuracy"][s], "test_loss": m["test_loss"][s],
-                            "train_accuracy": m["train_accuracy"][s, -1], "train_loss": m["train_loss"][s, -1]})
+    for s in range(len(m["test_accuracy"])):
+        for e in range(m["train_loss"].shape[1]):
+            records.append({"round": r, "epoch": e, "seed": s, "train_loss": m["train_loss"][s, e],
+                            "train_accuracy": m["train_accuracy"][s, e]})
+        records.append({"round": r, "seed": s, "density": m["density"][s],
+                        "test_accuracy": m["test_accuracy"][s], "test_loss": m["test_loss"][s],
+                        "train_accuracy": m["train_accuracy"][s, -1], "train_loss": m["train_loss"][s, -1]})
     return records
+
+
+def metric_records(history: list[dict]) -> list[dict]:
+    """metrics.jsonl lines of every round (:func:`round_records`)."""
+    return [record for r, m in enumerate(history) for record in round_records(r, m)]
 
 
 def failed_seeds(state: irp.IRPState) -> list[dict]:
@@ -161,9 +184,16 @@ def run(config, workdir: str) -> dict:
     setup = common.setup(config)
     log(f"{config.num_seeds} seeds x {config.rounds} rounds, model {config.model}, dataset {config.dataset} "
         f"({len(setup.dataset.y_train)} train / {len(setup.dataset.y_test)} test), {config.epochs} epochs/round")
-    state, history, _ = run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds), log,
-                                   checkpoint_dir=os.path.join(workdir, wd.CHECKPOINTS))
+    seeds = common.init_seeds(setup)
+    log("prunable parameters:\n" + parameter_overview.table(jax.tree.map(lambda p: p[0], seeds.params)))
+    with metrics_lib.MetricsWriter(workdir, config.num_seeds) as writer:
+        state, history, _ = run_rounds(config, setup, irp.schedule(config.prune_fraction, config.rounds), log,
+                                       checkpoint_dir=os.path.join(workdir, wd.CHECKPOINTS), seeds=seeds,
+                                       writer=writer)
     state = parallel.to_host(state)
+    params_one = jax.tree.map(lambda p: p[0], state.rewind_params)
+    log("prunable parameters after the last round (density: mean over seeds):\n"
+        + parameter_overview.table(params_one, state.mask))
     failed = failed_seeds(state)
     ok = np.ones(config.num_seeds, bool)
     ok[[f["seed"] for f in failed]] = False
@@ -188,7 +218,6 @@ def run(config, workdir: str) -> dict:
         "num_seeds_in_means": int(ok.sum()),
     }
     if parallel.is_primary():
-        wd.write_jsonl(os.path.join(workdir, wd.METRICS), metric_records(history))
         wd.save_npz(os.path.join(workdir, "survival.npz"), survival)
         plotting.lines_vs_density(
             os.path.join(workdir, "accuracy_vs_density.png"),
