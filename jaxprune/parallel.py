@@ -215,7 +215,8 @@ def seed_block(platform: str | None = None) -> int:
     return SEED_BLOCKS.get(platform or jax.default_backend(), DEFAULT_SEED_BLOCK)
 
 
-def seed_map(fn: Callable, mesh: Mesh, *, in_axes=0, block: int | None = None, blockwise: bool = False) -> Callable:
+def seed_map(fn: Callable, mesh: Mesh, *, in_axes=0, block: int | None = None, blockwise: bool = False,
+             one_device: bool = False) -> Callable:
     """``fn`` (written for ONE seed) lifted to every seed of the mesh: ``seed_map(fn, mesh)(*args)`` returns what
     ``jax.jit(jax.vmap(fn, in_axes))(*args)`` would, with every output's leading (seed) axis sharded over ``mesh``.
 
@@ -235,19 +236,26 @@ def seed_map(fn: Callable, mesh: Mesh, *, in_axes=0, block: int | None = None, b
     ``blockwise=True``: ``fn`` takes a whole block (a leading block axis on the per-seed arguments) and returns one,
     for loops whose length the block decides, e.g. training until every network of the block has converged; its
     result for a seed must not depend on the other seeds of the block.
+
+    ``one_device=True``, for programs whose compile takes longer than their work (initialization, evaluation and
+    pruning between training runs): every process runs all of its seeds on its first device, so the program is
+    compiled once per process, not once per device (XLA:CPU compiles a program anew for every device), and the
+    results are then placed over the mesh. The numbers are the same: the program is the same.
     """
-    return SeedMap(fn, mesh, in_axes, block, blockwise)
+    return SeedMap(fn, mesh, in_axes, block, blockwise, one_device)
 
 
 class SeedMap:
     """The callable :func:`seed_map` returns: one jitted single-device program, run on every local device."""
 
-    def __init__(self, fn: Callable, mesh: Mesh, in_axes, block: int | None, blockwise: bool = False):
-        self.fn, self.mesh, self.in_axes, self.blockwise = fn, mesh, in_axes, blockwise
+    def __init__(self, fn: Callable, mesh: Mesh, in_axes, block: int | None, blockwise: bool = False,
+                 one_device: bool = False):
+        self.fn, self.mesh, self.in_axes, self.blockwise, self.one_device = fn, mesh, in_axes, blockwise, one_device
         self.block = block or seed_block(mesh.devices.flat[0].platform)
         self.sharding = seed_sharding(mesh)
         self.local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
         self.program = jax.jit(self._blocked)
+        self.joined_program = jax.jit(self._joined)
 
     def _axes(self, num_args: int) -> tuple:
         axes = self.in_axes if isinstance(self.in_axes, (tuple, list)) else (self.in_axes,) * num_args
@@ -273,22 +281,39 @@ class SeedMap:
         out = jax.lax.map(run_block, per_seed)
         return jax.tree.map(lambda y: y.reshape(blocks * self.block, *y.shape[2:])[:n], out)
 
-    def _on_device(self, arg, axis, device):
-        """The part of ``arg`` that ``device`` computes on: its seeds (axis 0) or all of it (None)."""
-        def local(leaf):
+    def _joined(self, *args):
+        """``one_device``'s program: the per-seed arguments come as one chunk per local device (seeds in mesh
+        order); they are joined, computed as one device's seeds, and the results cut back into those chunks."""
+        axes = self._axes(len(args))
+        joined = [jax.tree.map(lambda *c: jnp.concatenate(c), *a) if ax == 0 else a for a, ax in zip(args, axes)]
+        size = next(np.shape(leaf)[0] for a, ax in zip(args, axes) if ax == 0 for leaf in jax.tree.leaves(a[0]))
+        out = self._blocked(*joined)
+        return [jax.tree.map(lambda y, i=i: y[i * size:(i + 1) * size], out) for i in range(len(self.local_devices))]
+
+    def _per_device(self, arg) -> list:
+        """``arg`` as one pytree per local device: the part that device computes on (its seeds, or all of a shared
+        argument); each leaf's shards are looked up once."""
+        def split(leaf):
             if not isinstance(leaf, jax.Array):
                 leaf = jnp.asarray(leaf)
-            if leaf.sharding.device_set == {device}:
-                return leaf
-            shards = [s.data for s in leaf.addressable_shards if s.device == device]
-            return shards[0] if shards else jax.device_put(leaf, device)
+            shards = {s.device: s.data for s in leaf.addressable_shards}
+            return [shards[d] if d in shards else jax.device_put(leaf, d) for d in self.local_devices]
 
-        return jax.tree.map(local, arg)
+        leaves, treedef = jax.tree.flatten(arg)
+        per_leaf = [split(leaf) for leaf in leaves]
+        return [jax.tree.unflatten(treedef, [p[i] for p in per_leaf]) for i in range(len(self.local_devices))]
 
     def __call__(self, *args):
         axes = self._axes(len(args))
         args = [shard_seeds(a, self.mesh) if ax == 0 else a for a, ax in zip(args, axes)]
-        outs = [self.program(*[self._on_device(a, ax, d) for a, ax in zip(args, axes)]) for d in self.local_devices]
+        local = list(zip(*[self._per_device(a) for a in args]))  # [device][argument]
+        if self.one_device:  # every device's seeds to the first, one program, each device's results back
+            first = self.local_devices[0]
+            chunks = [jax.device_put(tuple(per_device), first) if ax == 0 else per_device[0]
+                      for ax, *per_device in zip(axes, *local)]
+            outs = [jax.device_put(out, d) for out, d in zip(self.joined_program(*chunks), self.local_devices)]
+        else:
+            outs = [self.program(*device_args) for device_args in local]
         leaves = [jax.tree.leaves(o) for o in outs]
         return jax.tree.unflatten(jax.tree.structure(outs[0]), [
             jax.make_array_from_single_device_arrays(

@@ -4,6 +4,7 @@ loading under ``tfds.testing.mock_data`` and the errors for unprepared or unknow
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import ml_collections
@@ -67,11 +68,21 @@ def test_mnist1d_shapes_and_standardization():
     np.testing.assert_array_equal(ds.y_test, raw_y_test)
 
 
-def test_mnist1d_seeds():
-    cached = mnist1d.generate(0)
-    for array, regenerated in zip(cached, mnist1d.generate.__wrapped__(0)):
-        np.testing.assert_array_equal(array, regenerated)
-    assert not np.array_equal(cached[0], mnist1d.generate(1)[0])
+def test_mnist1d_seeds_and_the_disk_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    mnist1d.generate.cache_clear()
+    try:
+        first = mnist1d.generate(0)  # generated, then written to the cache
+        assert os.path.exists(mnist1d.cache_path(0)) and str(tmp_path) in mnist1d.cache_path(0)
+        mnist1d.generate.cache_clear()
+        cached = mnist1d.generate(0)  # read back from disk
+        for array, made, regenerated in zip(cached, first, mnist1d.make(0)):
+            np.testing.assert_array_equal(array, regenerated)
+            np.testing.assert_array_equal(made, regenerated)
+            assert array.dtype == regenerated.dtype and not array.flags.writeable
+        assert not np.array_equal(cached[0], mnist1d.generate(1)[0])
+    finally:
+        mnist1d.generate.cache_clear()
 
 
 def test_mnist1d_subset_is_a_random_subset_of_the_training_split():

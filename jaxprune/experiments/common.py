@@ -88,7 +88,8 @@ def init_seeds(setup: Setup) -> Seeds:
     """Initialize every seed's model in one call over the seeds; the same weights for every method."""
     init_keys, order_keys = init_and_data_keys(setup.keys)
     init = lambda k, x: train.init_variables(setup.model, k, x)  # noqa: E731
-    params, batch_stats = parallel.seed_map(init, setup.mesh, in_axes=(0, None))(init_keys, setup.train_data.x[0])
+    lifted = parallel.seed_map(init, setup.mesh, in_axes=(0, None), one_device=True)
+    params, batch_stats = lifted(init_keys, setup.train_data.x[0])
     return Seeds(params, batch_stats, *setup.shard((init_keys, order_keys)))
 
 

@@ -51,11 +51,12 @@ class RoundPrograms:
     def __init__(self, config, setup: common.Setup, tx, steps_per_epoch: int):
         self.config, self.setup, self.tx, self.steps_per_epoch = config, setup, tx, steps_per_epoch
         self.num_steps = config.epochs * steps_per_epoch
-        self.init = parallel.seed_map(irp.init, setup.mesh)
-        self.begin = parallel.seed_map(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps), setup.mesh)
+        self.init = parallel.seed_map(irp.init, setup.mesh, one_device=True)
+        self.begin = parallel.seed_map(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps), setup.mesh,
+                                       one_device=True)
         self.end = parallel.seed_map(
             functools.partial(irp.round_end, model=setup.model, steps_per_epoch=steps_per_epoch, scope=config.scope),
-            setup.mesh, in_axes=(0, 0, None, None))
+            setup.mesh, in_axes=(0, 0, None, None), one_device=True)
         self._train = {}
 
     def train(self, state, progress, first_step: int, num_steps: int, capture_step: int | None):
@@ -66,6 +67,18 @@ class RoundPrograms:
                 batch_size=self.config.batch_size, capture_step=capture_step), self.setup.mesh,
                 in_axes=(0, 0, None, None))
         return self._train[num_steps, capture_step](state, progress, self.setup.train_data, jnp.int32(first_step))
+
+
+MIN_SEGMENT_STEPS = 256  # a training call per segment costs ~30 ms of dispatch: keep segments at least this long
+
+
+def segment_steps(epochs: int, steps_per_epoch: int) -> int:
+    """Steps of a round's training segments: k epochs, k the smallest divisor of ``epochs`` with at least
+    :data:`MIN_SEGMENT_STEPS` steps (or all of them), so every segment has the same length (one program) and
+    long epochs give a progress line each. Where a round is cut does not change what it computes."""
+    k = min(d for d in range(1, epochs + 1) if epochs % d == 0 and (d * steps_per_epoch >= MIN_SEGMENT_STEPS
+                                                                     or d == epochs))
+    return k * steps_per_epoch
 
 
 def run_rounds(
@@ -83,8 +96,9 @@ def run_rounds(
     ``seeds`` (default ``common.init_seeds(setup)``) are the initial weights and data-order keys of the runs,
     e.g. the same weights twice with different data orders.
 
-    A round trains in segments of one epoch (of ``checkpoint_every_steps`` steps if set), and a progress line with
-    an ETA is logged whenever :data:`PROGRESS_SECONDS` have passed. With ``writer``, each round's lines
+    A round trains in segments of whole epochs (:func:`segment_steps`; of ``checkpoint_every_steps`` steps if set),
+    and a progress line with an ETA is logged after a segment whenever ``common.PROGRESS_SECONDS`` have passed.
+    With ``writer``, each round's lines
     (:func:`round_records`) are appended to metrics.jsonl and its scalars written to TensorBoard as the round
     ends; a resumed run first cuts the file back to the rounds its checkpoint holds.
 
@@ -96,7 +110,7 @@ def run_rounds(
     check_rewind_step(config, spe)
     tx = train.optimizer_from_config(config, spe)
     programs = RoundPrograms(config, setup, tx, spe)
-    steps, every = programs.num_steps, config.checkpoint_every_steps or spe
+    steps, every = programs.num_steps, config.checkpoint_every_steps or segment_steps(config.epochs, spe)
     capture = config.rewind_step if config.rewind_step > 0 else None
     seeds = common.init_seeds(setup) if seeds is None else seeds
     state = programs.init(seeds.params, seeds.batch_stats, seeds.order_keys)

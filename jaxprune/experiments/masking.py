@@ -77,7 +77,8 @@ def shuffled(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> d
     """{sparsity: stacked masks} with every prunable layer's entries permuted (``masks.shuffle_within_layers``):
     the same layer densities, the positions forgotten."""
     shuffle = parallel.seed_map(lambda m, p, k, i: masks.shuffle_within_layers(
-        m, p, jax.random.fold_in(jax.random.fold_in(k, SHUFFLE_STREAM), i)), setup.mesh, in_axes=(0, 0, 0, None))
+        m, p, jax.random.fold_in(jax.random.fold_in(k, SHUFFLE_STREAM), i)), setup.mesh, in_axes=(0, 0, 0, None),
+        one_device=True)
     return {s: shuffle(m, seeds.params, seeds.init_keys, i) for i, (s, m) in enumerate(stacked_masks.items())}
 
 
@@ -98,7 +99,7 @@ def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, orde
     """{sparsity: stacked masks} keeping the largest |θ_T| of the trained dense nets (one-shot, ``config.scope``)."""
     trained = train_dense(config, setup, params, batch_stats, order_keys).params
     prune_all = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
-                                  in_axes=(0, None))
+                                  in_axes=(0, None), one_device=True)
     return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
 
 
@@ -147,7 +148,7 @@ def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask) -> dict:
     """
     feature_shape = tuple(setup.train_data.x.shape[1:])
     diagnose = lambda p, bs, m: connectivity.diagnose(train.apply_fn_for(setup.model, bs), p, m, feature_shape)
-    report = connectivity.report(parallel.to_host(parallel.seed_map(diagnose, setup.mesh)(
+    report = connectivity.report(parallel.to_host(parallel.seed_map(diagnose, setup.mesh, one_device=True)(
         seeds.params, seeds.batch_stats, stacked_mask)))
     layers = report["layers"]
     listed = lambda test: {k: np.flatnonzero(test(v)).tolist() for k, v in layers.items() if np.any(test(v))}
