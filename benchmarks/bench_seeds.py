@@ -6,7 +6,8 @@ lr 1e-3, dense mask) as :func:`jaxprune.train.train` for ``--epochs`` epochs, on
 
 * loop: ``jit(train)`` for one seed on one device, compiled once and called once per seed (inputs pre-sliced,
   outputs awaited only at the end, so dispatch overlaps compute); vmapped: ``jit(vmap(train))`` over the first S
-  seeds on that one device; sharded: the same with the seeds split over the process's CPU devices (one per core,
+  seeds on that one device; sharded: the CLI's :func:`jaxprune.parallel.seed_map` (one single-device program per
+  device over fixed blocks of seeds) with the seeds split over the process's CPU devices (one per core,
   set up as the CLI's ``--cpu_devices=0`` does, :func:`jaxprune.parallel.use_cpu_cores`). Rates are seed-steps/s
   (S x optimizer steps / wall seconds), median [min, max] over ``--repeats`` interleaved timed calls of each,
   after a compile call; CPU-µs per seed-step is the process CPU time (all threads) per seed-step.
@@ -177,11 +178,11 @@ def measure(work: Workload, num_seeds: int, args: argparse.Namespace) -> dict:
     seeds, data_host = first_seeds(work, num_seeds)
     device = jax.devices()[0]
     inputs, train_data = jax.device_put((seeds, data_host), device)
-    mesh = Mesh(np.asarray(jax.devices()[:sharded_devices(num_seeds)]), (parallel.SEED_AXIS,))
+    mesh = Mesh(np.asarray(parallel.seed_mesh().devices.flat[:sharded_devices(num_seeds)]), (parallel.SEED_AXIS,))
     sharded, replicated = parallel.shard_seeds(seeds, mesh), parallel.replicate(data_host, mesh)
     over_seeds = jax.jit(jax.vmap(work.run, in_axes=(0, 0, 0, None)))
     vmapped = over_seeds.lower(*inputs, train_data).compile()
-    vmapped_sharded = over_seeds.lower(*sharded, replicated).compile()
+    vmapped_sharded = parallel.seed_map(work.run, mesh, in_axes=(0, 0, 0, None))
     single = jax.jit(work.run)
     per_seed = [_seed(inputs, i) for i in range(num_seeds)]
     jax.block_until_ready((single(*per_seed[0], train_data), vmapped(*inputs, train_data),
@@ -207,8 +208,8 @@ def measure(work: Workload, num_seeds: int, args: argparse.Namespace) -> dict:
 
 
 def sharded_devices(num_seeds: int) -> int:
-    """The most devices of this process that split ``num_seeds`` evenly."""
-    return max(d for d in range(1, min(jax.device_count(), num_seeds) + 1) if num_seeds % d == 0)
+    """The most devices of the CLI's seed mesh (one per core) that split ``num_seeds`` evenly."""
+    return max(d for d in range(1, min(parallel.seed_mesh().size, num_seeds) + 1) if num_seeds % d == 0)
 
 
 def print_table(rows: list[dict], peak: list[float], flops: float, hand_flops: int) -> None:

@@ -83,3 +83,10 @@ def test_torch_magnitude_prune_keeps_the_same_weights_as_jaxprune(bench):
         np.testing.assert_array_equal(kept.numpy().T, np.asarray(expected[name]["kernel"]))
     assert sum(int(k.sum()) for k in got) == round(0.4 * (30 + 15))
     assert masks.density(expected, params) == pytest.approx(sum(int(k.sum()) for k in got) / 45)
+
+
+def test_bench_gpu_irp_smoke_prints_a_round_per_model(bench, capsys):
+    bench("bench_gpu_irp").main(["--smoke"])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[:2] for row in rows] == [["mlp", "2"]]
+    assert float(rows[0][4]) > 0 and float(rows[0][6]) > 0

