@@ -34,6 +34,7 @@ def base() -> ml_collections.ConfigDict:
     # Model.
     c.model = "mlp"
     c.widths = (200, 200)  # mlp hidden widths
+    c.prunable = ""  # regex over '/'-joined kernel paths, e.g. 'Dense_1': only those are pruned; '' = every kernel
     # Seeds: seed i of a sweep uses fold_in(PRNGKey(seed), i), so any seed can be rerun alone.
     c.num_seeds = 4
     c.seed = 0

@@ -106,7 +106,7 @@ def _channel_mask(m: jax.Array) -> jax.Array:
 
 def _flow_params(params: PyTree, mask: PyTree) -> PyTree:
     """Kernels → :func:`_channel_mask` of their mask; ``bias`` leaves → 0; other leaves (BatchNorm γ) unchanged."""
-    is_prunable = masks.prunable(params)
+    is_prunable = masks.kernels(params)  # every kernel is an edge of the graph; one not prunable is all kept
 
     def leaf(path, p, m, keep):
         if keep:
@@ -128,7 +128,7 @@ def effective_mask(apply_fn: ApplyFn, params: PyTree, mask: PyTree, feature_shap
     ones = jnp.ones((1, *feature_shape), jnp.float32)
     with nn.intercept_methods(_reachability_interceptor(kernel_layers)):
         grads = jax.grad(lambda f: jnp.sum(apply_fn(f, ones)))(flow)
-    expected = len(masks.prunable_names(params))
+    expected = sum(jax.tree.leaves(masks.kernels(params)))
     if len(kernel_layers) != expected:
         raise ConfigError(f"connectivity: apply_fn ran {len(kernel_layers)} Flax layers with a kernel, params have "
                           f"{expected}; pass an apply_fn that calls the Flax model (e.g. train.apply_fn_for)")

@@ -3,7 +3,8 @@
 A mask is a pytree of boolean arrays with exactly the structure and shapes of ``params``. Leaves that are
 not prunable (biases, normalization parameters) are all-True, so ``apply(params, mask)`` is a plain
 ``tree_map`` with no special cases. Which leaves are prunable is decided by :func:`prunable`: the
-``kernel`` of Dense and Conv layers (Flax names both ``kernel``), as in Synaptic-Flow and OpenLTH.
+``kernel`` of Dense and Conv layers (Flax names both ``kernel``), as in Synaptic-Flow and OpenLTH, or those of
+them whose path matches the pattern given to :func:`select` (``config.prunable``).
 
 Every function here is pure and written for one network (one seed); lift it with ``jax.vmap``.
 
@@ -22,6 +23,7 @@ mask built from restricted scores at no more than the alive count is a subset of
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import jax
@@ -42,11 +44,34 @@ def path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def prunable(params: PyTree) -> PyTree:
-    """Pytree of Python bools like ``params``: True for Dense/Conv kernels (leaf named ``kernel``, ndim >= 2)."""
+_selected: re.Pattern | None = None  # prunable kernels: those whose path this matches (None: every kernel)
+
+
+def select(pattern: str) -> None:
+    """Make only the kernels whose '/'-joined path matches the regular expression ``pattern`` (``re.search``)
+    prunable, e.g. ``'Dense_1|Dense_2'``; ``''`` restores the default, every Dense/Conv kernel. The other kernels
+    are kept dense by every method and left out of every density count. (A setting of the process, like a
+    config's: :func:`jaxprune.experiments.common.setup` applies ``config.prunable`` before any mask is made.)"""
+    global _selected
+    try:
+        _selected = re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise ConfigError(f"config.prunable={pattern!r}: not a regular expression ({e})") from None
+
+
+def kernels(params: PyTree) -> PyTree:
+    """Pytree of Python bools like ``params``: True for every Dense/Conv kernel (leaf named ``kernel``,
+    ndim >= 2), prunable or not: the weights that connect units."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, p: path_name(path).split("/")[-1] == "kernel" and np.ndim(p) >= 2, params
-    )
+        lambda path, p: path_name(path).split("/")[-1] == "kernel" and len(getattr(p, "shape", np.shape(p))) >= 2,
+        params)
+
+
+def prunable(params: PyTree) -> PyTree:
+    """Pytree of Python bools like ``params``: True for the prunable leaves, the :func:`kernels` whose path the
+    :func:`select` ed pattern matches (by default every kernel)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, k: k and (_selected is None or _selected.search(path_name(path)) is not None), kernels(params))
 
 
 def prunable_names(params: PyTree) -> list[str]:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, models, parallel, train
+from jaxprune import data, masks, models, parallel, train
 from jaxprune.config import check_positive_int, seed_ids
 from jaxprune.errors import ConfigError
 
@@ -63,6 +63,7 @@ def setup(config, dataset: data.Dataset | None = None, mesh: jax.sharding.Mesh |
     check_batch_size(config, len(dataset.y_train))
     num_outputs = dataset.num_classes if dataset.num_classes > 0 else 1
     model = models.create(config.model, num_outputs, widths=tuple(config.widths))
+    select_prunable(config.get("prunable", ""), model, dataset.x_train[:1])
     mesh = parallel.seed_mesh() if mesh is None else mesh
     to_device = lambda x, y: parallel.replicate(train.Data(x, y), mesh)  # noqa: E731
     return Setup(
@@ -73,6 +74,17 @@ def setup(config, dataset: data.Dataset | None = None, mesh: jax.sharding.Mesh |
         keys=seed_keys(config.seed, seed_ids(config)),
         mesh=mesh,
     )
+
+
+def select_prunable(pattern: str, model: nn.Module, x_example) -> None:
+    """Apply ``config.prunable`` (:func:`jaxprune.masks.select`); ConfigError, naming the model's kernels, if it
+    leaves nothing to prune."""
+    masks.select(pattern)
+    shapes = jax.eval_shape(lambda: train.init_variables(model, jax.random.key(0), x_example[0])[0])
+    if not masks.prunable_names(shapes):
+        names = [masks.path_name(p) for p, k in jax.tree_util.tree_flatten_with_path(masks.kernels(shapes))[0] if k]
+        masks.select("")
+        raise ConfigError(f"config.prunable={pattern!r} matches none of the model's kernels: {', '.join(names)}")
 
 
 class Seeds(NamedTuple):
