@@ -22,12 +22,15 @@ def get_config():
     c.widths = (200, 200)
     c.methods = ("imp", "magnitude_after", "snip", "grasp", "synflow", "random")
     c.sparsities = (0.8, 0.9, 0.95)
-    c.epochs = 20  # dense training before magnitude_after pruning, and each IMP round
-    c.prune_fraction = 0.4  # IMP: fraction of survivors pruned per round
-    c.max_epochs = 100  # cap of the converging memorization training
-    c.min_epochs = 30  # no stopping before this (the paper's rule: 0; see jaxprune/experiments/memorization.py)
-    c.loss_tol = 0.01  # stop when the epoch-mean training loss moved by less than this...
-    c.loss_window = 10  # ...over this many epochs (the paper's rule: 1)...
-    c.accuracy_patience = 3  # ...or the training accuracy stayed within accuracy_tol for this many epochs
+    c.prune_fraction = 0.4  # IMP: fraction of survivors pruned per round (every round trained under the stop rule)
+    c.ablations = ("shuffle",)  # rows '<method>+shuffle' (every method but random): same layer densities
+    # Convergence (jaxprune/experiments/memorization.py): after epoch >= min_epochs, stop when
+    c.stop_rule = "plateau"  # 'plateau': the training loss moved < loss_tol over loss_window epochs;
+    #                          'interpolation': the training loss is <= loss_tol
+    c.loss_tol = 0.01
+    c.loss_window = 10
+    c.accuracy_patience = 3  # ...or the training accuracy stayed within accuracy_tol for this many epochs (0: off)
     c.accuracy_tol = 0.0
+    c.min_epochs = 30
+    c.max_epochs = 100  # cap: every network records epochs and hit_cap
     return c
