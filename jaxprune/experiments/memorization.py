@@ -215,7 +215,18 @@ def methods() -> tuple[str, ...]:
 
 
 def validate(config) -> None:
-    """Memorization keys: methods, sparsities, ablations, stopping rule, labels (random, or ``label_noise``)."""
+    """Memorization keys: :func:`validate_training`, classification with random labels (or ``label_noise``)."""
+    validate_training(config)
+    check_choice(config, "task", ("classification",))
+    if config.dataset == "gaussian" and (config.labels == "random") != (config.label_noise == 0):
+        raise ConfigError(f"config.labels={config.labels!r} with config.label_noise={config.label_noise!r}: gaussian "
+                          "memorization takes labels='random' (every label random) or labels='teacher' with a "
+                          "label_noise fraction > 0")
+
+
+def validate_training(config) -> None:
+    """The keys of :func:`method_cells` and the training to convergence: methods, sparsities, ablations, pruning
+    and the stop rule (memorization and noise correlation)."""
     check_methods(config, methods())
     check_sparsities(config)
     if config.ablations != ():
@@ -226,16 +237,11 @@ def validate(config) -> None:
     check_positive_int(config, "accuracy_patience", minimum=0)
     check_positive_int(config, "loss_window")
     check_positive_int(config, "min_epochs", minimum=0)
-    check_choice(config, "task", ("classification",))
     check_choice(config, "lr_schedule", ("constant",))  # training length is open-ended: no schedule horizon
     check_choice(config, "rewind_step", (0,))  # IMP here rewinds to the initialization
     for key in ("loss_tol", "accuracy_tol"):
         if not (isinstance(config[key], (int, float)) and config[key] >= 0):
             raise ConfigError(f"config.{key}={config[key]!r}: must be a number >= 0")
-    if config.dataset == "gaussian" and (config.labels == "random") != (config.label_noise == 0):
-        raise ConfigError(f"config.labels={config.labels!r} with config.label_noise={config.label_noise!r}: gaussian "
-                          "memorization takes labels='random' (every label random) or labels='teacher' with a "
-                          "label_noise fraction > 0")
 
 
 def random_label_dataset(config) -> data.Dataset:
@@ -247,14 +253,15 @@ def random_label_dataset(config) -> data.Dataset:
     return with_label_noise(dataset, 1.0, config.data_seed)
 
 
-def pretrain_dense(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule) -> dict:
+def pretrain_dense(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, probe=None) -> dict:
     """Every seed's dense net trained from its initial weights under ``rule``: round 0 of IMP, the net that
     ``magnitude_after`` prunes, and the ``dense`` row. :func:`train_all`'s outputs [seeds, ...], with ``params``."""
     return cell(train_all(config, setup, seeds, [jax.vmap(masks.ones)(seeds.params)], max_epochs=config.max_epochs,
-                          rule=rule, keep_params=True), 0)
+                          rule=rule, probe=probe, keep_params=True), 0)
 
 
-def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log) -> dict:
+def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
+               probe=None) -> dict:
     """Iterative magnitude pruning with rewinding to θ_0, every round trained under ``rule``: from the pre-trained
     dense nets, round r keeps the largest-|θ| survivors of round r − 1's trained weights at density d_r
     (:func:`jaxprune.irp.schedule` through every target of ``config.sparsities``, ``config.scope``) and trains
@@ -265,7 +272,7 @@ def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, ru
     trained, mask, rounds = dense["params"], jax.vmap(masks.ones)(seeds.params), {}
     for density in densities:
         mask = prune(trained, mask, jnp.float32(density))
-        fit = cell(train_all(config, setup, seeds, [mask], max_epochs=config.max_epochs, rule=rule,
+        fit = cell(train_all(config, setup, seeds, [mask], max_epochs=config.max_epochs, rule=rule, probe=probe,
                              keep_params=True), 0)
         rounds[density], trained = (mask, fit), fit["params"]
         log(f"imp round at density {density:.4f}: train accuracy {common.mean_std(fit['train_accuracy'])}, "
@@ -302,14 +309,17 @@ def ordering(results: list[dict]) -> list[dict]:
     return rows
 
 
-def method_cells(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log) -> tuple:
-    """(cells to train, trained cells): (method, sparsity, stacked masks, start weights or None) for every method
-    but IMP and its ablations; (method, sparsity, masks, outputs) for the dense net and IMP, trained already."""
-    to_train, done = [], [("dense", 0.0, jax.vmap(masks.ones)(seeds.params), dense)]
+def method_cells(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
+                 probe=None) -> tuple:
+    """(cells to train, trained cells, IMP rounds): (method, sparsity, stacked masks, start weights or None) for
+    every method of ``config.methods`` at every ``config.sparsities`` but IMP, and every ``config.ablations``
+    control (the shuffled masks, same start); (method, sparsity, masks, outputs) for the dense net and IMP,
+    trained already (``probe`` recorded); the IMP rounds of :func:`imp_rounds` ({} without IMP)."""
+    to_train, done, rounds = [], [("dense", 0.0, jax.vmap(masks.ones)(seeds.params), dense)], {}
     for method in config.methods:
         start = dense["params"] if method == NO_REWIND else None
         if method == "imp":
-            rounds = imp_rounds(config, setup, seeds, dense, rule, log)
+            rounds = imp_rounds(config, setup, seeds, dense, rule, log, probe)
             by_sparsity = {s: rounds[1.0 - s][0] for s in config.sparsities}
             done += [("imp", s, m, rounds[1.0 - s][1]) for s, m in by_sparsity.items()]
         elif method in ("magnitude_after", NO_REWIND):
@@ -324,7 +334,7 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, dense: dict, 
             to_train += [(f"{method}+{ablation}", s, m, start)
                          for s, m in masking.shuffled(setup, seeds, by_sparsity).items()]
         log(f"masks: {method}")
-    return to_train, done
+    return to_train, done, rounds
 
 
 def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: data.Dataset, sigma: float) -> dict:
@@ -355,7 +365,7 @@ def run(config, workdir: str) -> dict:
     dense = pretrain_dense(config, setup, seeds, rule)
     log(f"dense pre-training: train accuracy {common.mean_std(dense['train_accuracy'])}, "
         f"epochs {dense['epochs'].tolist()}")
-    to_train, done = method_cells(config, setup, seeds, dense, rule, log)
+    to_train, done, _ = method_cells(config, setup, seeds, dense, rule, log)
     out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
                     starts=[start for *_, start in to_train]) if to_train else {}
     cells = done + [(method, s, m, cell(out, c)) for c, (method, s, m, _) in enumerate(to_train)]
