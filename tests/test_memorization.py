@@ -14,6 +14,7 @@ from jaxprune import masks, train
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import memorization as mem
+from tests.test_data import prepared_tfds  # noqa: F401  (fixture: mocked TFDS records)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(num_examples=128, num_test=16, input_dim=8, num_classes=4, widths=(16,), num_seeds=2, epochs=2,
@@ -208,3 +209,20 @@ def test_cli_writes_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.load(open(tmp_path / "run" / "results.json"))
     assert len(results["results"]) == 1 + 3 * len(TINY["sparsities"])  # snip, snip+shuffle, random
+
+
+@pytest.mark.parametrize("panel", [
+    dict(dataset="fashion_mnist", model="mlp", widths=(16,)),  # Fig. 1b: the paper's MLP, every label random
+    dict(dataset="cifar10", model="conv2", label_noise=0.5),  # Fig. 1c: a conv net on CIFAR-10 with label noise
+])
+@pytest.mark.usefixtures("prepared_tfds")
+def test_paper_panels_run_at_tiny_size_and_split_noisy_from_clean_labels(run_experiment, panel):
+    config = tiny_config(**panel, num_examples=0, num_test=8, methods=("random",), sparsities=(0.5,), max_epochs=2,
+                         batch_size=16, ablations=())
+    _, _, results = run_experiment(mem, config)
+    assert results["num_examples"] == 48 and len(results["results"]) == 2
+    for r in results["results"]:
+        if panel.get("label_noise"):  # 24 of 48 labels re-drawn: the accuracy splits into the two halves exactly
+            np.testing.assert_allclose(r["train_accuracy"], (r["noisy_fitted"] + r["clean_fitted"]) / 2, atol=1e-6)
+        else:
+            assert "noisy_fitted" not in r

@@ -1,29 +1,48 @@
 """Experiment ``memorization``: how many randomly labelled points a sparse network can fit (No Free Prune §5).
 
-For each method in ``config.methods`` and each sparsity in ``config.sparsities`` the masks of all seeds come from
-one vmapped call (:func:`jaxprune.experiments.masking.method_masks`), computed on the randomly labelled training
-set itself (SNIP/GraSP score on it, IMP and magnitude-after-training train on it). Every masked network (all
-methods × sparsities × seeds, plus the dense network as a reference) is then trained in ONE jitted, doubly vmapped
-call until it converges, and its memorized fraction — the accuracy on its own training set in inference mode — is
-reported with its empirical Lipschitz constants and the Law-of-Robustness scale (:mod:`jaxprune.robustness`).
+Every seed's dense net is first trained from its initial weights θ_0 to convergence (the rule below): it is the
+``dense`` row, IMP's round 0 and the net ``magnitude_after`` prunes (its train accuracy at pruning time is
+``dense_at_pruning``). Masks at each of ``config.sparsities``, computed on the randomly labelled training set itself:
+
+- ``imp``: iterative magnitude pruning with rewinding to θ_0, every round trained to convergence
+  (:func:`imp_rounds`; the round at a target density IS the ``imp`` row there);
+- ``magnitude_after``: the largest |θ_T| of the converged dense net, trained from θ_0 (rewind);
+  ``magnitude_after_no_rewind``: the same mask, trained on from the pruned trained weights θ_T ⊙ m (Synaptic-Flow's
+  singleshot, which does not rewind);
+- the PaI methods (:func:`jaxprune.experiments.masking.method_masks`; ``scope``, ``synflow_rounds`` as configured);
+- ``ablations=('shuffle',)``: for every method but random, ``<method>+shuffle`` permutes each layer's mask
+  (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's control): the same layer densities, no
+  data-dependent placement, the same start. ``A − A+shuffle`` is the part of A's capacity that comes from WHERE its
+  mask puts the weights, not how many per layer.
+
+Every masked network (methods × sparsities × controls × seeds) then trains in ONE jitted, doubly vmapped call until
+it converges; its memorized fraction, the accuracy on its own training set in inference mode, is reported with the
+mask's nominal and effective densities (:func:`jaxprune.experiments.masking.mask_report`), its epochs and
+``hit_cap``, its Lipschitz estimates and the Law-of-Robustness scale (:mod:`jaxprune.robustness`), and methods are
+compared pairwise over the shared seeds (``comparisons``, :func:`jaxprune.stats.comparisons`: mean paired
+difference with a 95% t interval).
 
 Random labels: ``gaussian`` data with ``labels='random'`` (y ~ Uniform{0..K−1} independent of x, drawn from
 ``data_seed``); any other dataset has every training label re-drawn uniformly (label noise of fraction 1, key of
-``data_seed``). Either way the labels are fixed by ``data_seed`` and shared by all model seeds.
+``data_seed``). With ``label_noise`` = q > 0 (a real dataset, or gaussian with ``labels='teacher'``) only a fraction q
+is re-drawn, and each row also reports ``noisy_fitted`` (fraction of the re-drawn labels the net reproduces) and
+``clean_fitted`` (its accuracy on the others). The labels are fixed by ``data_seed`` and shared by all model seeds.
 
-Convergence rule (No Free Prune: "until the loss changes by < 0.01 or the accuracy is flat for 3 epochs"), with
-L_e, A_e the mean training loss and accuracy of epoch e = 1, 2, …: stop after epoch e ≥ ``min_epochs`` if
+Convergence rule, with L_e, A_e the loss and accuracy on the whole training set in inference mode after epoch
+e = 1, 2, …: stop after epoch e ≥ ``min_epochs`` if
 
-  e > w and |L_e − L_{e−w}| < loss_tol,  or  e > p and max_{e−p < k ≤ e} |A_k − A_{e−p}| ≤ accuracy_tol,
+  (``stop_rule='plateau'``)        e > w and |L_e − L_{e−w}| < loss_tol,
+  (``stop_rule='interpolation'``)  L_e ≤ loss_tol,
+  or (either reading)              p > 0, e > p and max_{e−p < k ≤ e} |A_k − A_{e−p}| ≤ accuracy_tol,
 
-w = ``loss_window``, p = ``accuracy_patience``, or at ``max_epochs``. The paper's rule is w = 1, min_epochs = 0.
-Taken literally it stops sparse nets at epoch 2 at chance accuracy: with Adam at lr 1e-3 on random labels a sparse
-net's loss first moves by ~0.001 per epoch for tens of epochs before memorization sets in (measured, see the
-README), so the defaults in ``configs/memorization.py`` measure the change over w = 10 epochs after a minimum.
+w = ``loss_window``, p = ``accuracy_patience`` (0: no accuracy clause), else at ``max_epochs`` (``hit_cap``). The
+paper: "till convergence in loss to within 0.01 (or until accuracy doesn't change for three consecutive epochs)".
+Which reading and window measure capacity (the defaults) is measured and argued in the README.
 
 Every network is frozen (state and history) from the epoch its rule fires, so it stops at its own epoch without a
 host sync; the networks train in small blocks (:func:`jaxprune.parallel.seed_map`), each block in a
-``while_loop`` that ends when all of its networks have stopped.
+``while_loop`` that ends when all of its networks have stopped (:func:`train_until_converged`, usable on its own
+for any block of masked networks; :func:`train_all` for stacked seeds × mask sets).
 """
 from __future__ import annotations
 
@@ -412,5 +431,6 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], compar
         os.path.join(workdir, "memorization_vs_density.png"), curves, ylabel="memorized fraction (train accuracy)",
         title=f"Random-label memorization, {config.model} on {config.dataset} (± std over seeds; x: hit max_epochs)",
         flagged=capped)
-    plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
-                                title="Memorized fraction: paired differences over seeds (95% t interval)")
+    if comparisons:
+        plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
+                                    title="Memorized fraction: paired differences over seeds (95% t interval)")

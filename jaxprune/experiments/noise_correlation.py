@@ -139,5 +139,6 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], imp_ro
             {"IMP rounds": ([r["density"] for r in imp_rounds],
                             np.stack([r["correlation"] for r in imp_rounds], axis=1))},
             ylabel="corr(f(x_i), z_i) at convergence", title="Noise fitted across IMP rounds")
-    plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
-                                title="Noise fitted: paired differences over seeds (95% t interval)")
+    if comparisons:
+        plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
+                                    title="Noise fitted: paired differences over seeds (95% t interval)")
