@@ -44,7 +44,7 @@ def lines_vs_density(path: str, curves: dict, *, ylabel: str, title: str, xlabel
     ``flagged[label]`` (bool [seeds, n]), if given, marks those seeds' values with an x (e.g. runs that hit a cap)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (density, values) in curves.items():
-        band(ax, np.asarray(density), values, label)
+        band(ax, np.asarray(density), values, label, linestyle="--" if "+" in label else "-")  # ablations dashed
         marks = np.asarray((flagged or {}).get(label, np.zeros(np.shape(values), bool)), bool)
         if marks.any():
             ax.plot(np.broadcast_to(np.asarray(density), marks.shape)[marks], np.asarray(values)[marks], "x",

@@ -213,7 +213,9 @@ def test_cli_writes_results(tmp_path):
 
 @pytest.mark.parametrize("panel", [
     dict(dataset="fashion_mnist", model="mlp", widths=(16,)),  # Fig. 1b: the paper's MLP, every label random
-    dict(dataset="cifar10", model="conv2", label_noise=0.5),  # Fig. 1c: a conv net on CIFAR-10 with label noise
+    # Fig. 1c's data: CIFAR-10 with label noise (its conv net is left out here: compiling the converging loop of a
+    # conv net takes minutes on CPU; the loop is model-generic and conv training is tested in test_pai/test_irp).
+    dict(dataset="cifar10", model="mlp", widths=(16,), label_noise=0.5),
 ])
 @pytest.mark.usefixtures("prepared_tfds")
 def test_paper_panels_run_at_tiny_size_and_split_noisy_from_clean_labels(run_experiment, panel):
@@ -226,3 +228,4 @@ def test_paper_panels_run_at_tiny_size_and_split_noisy_from_clean_labels(run_exp
             np.testing.assert_allclose(r["train_accuracy"], (r["noisy_fitted"] + r["clean_fitted"]) / 2, atol=1e-6)
         else:
             assert "noisy_fitted" not in r
+    assert results["dense_at_pruning"] is None  # no after-training method: the dense net trains with the others

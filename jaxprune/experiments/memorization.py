@@ -294,8 +294,8 @@ def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, ru
         fit = cell(train_all(config, setup, seeds, [mask], max_epochs=config.max_epochs, rule=rule, probe=probe,
                              keep_params=True), 0)
         rounds[density], trained = (mask, fit), fit["params"]
-        log(f"imp round at density {density:.4f}: train accuracy {common.mean_std(fit['train_accuracy'])}, "
-            f"epochs {fit['epochs'].tolist()}")
+        log(f"imp round at density {density:.4f}: train loss {common.mean_std(fit['train_loss'])}, accuracy "
+            f"{common.mean_std(fit['train_accuracy'])}, epochs {fit['epochs'].tolist()}")
     return rounds
 
 
@@ -328,13 +328,23 @@ def ordering(results: list[dict]) -> list[dict]:
     return rows
 
 
-def method_cells(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
-                 probe=None) -> tuple:
-    """(cells to train, trained cells, IMP rounds): (method, sparsity, stacked masks, start weights or None) for
-    every method of ``config.methods`` at every ``config.sparsities`` but IMP, and every ``config.ablations``
-    control (the shuffled masks, same start); (method, sparsity, masks, outputs) for the dense net and IMP,
-    trained already (``probe`` recorded); the IMP rounds of :func:`imp_rounds` ({} without IMP)."""
-    to_train, done, rounds = [], [("dense", 0.0, jax.vmap(masks.ones)(seeds.params), dense)], {}
+def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
+    """(cells to train, trained cells, IMP rounds, dense pre-training): (method, sparsity, stacked masks, start
+    weights or None) for every method of ``config.methods`` at every ``config.sparsities`` but IMP, and every
+    ``config.ablations`` control (the shuffled masks, same start); (method, sparsity, masks, outputs) for the nets
+    trained already (``probe`` recorded): the dense net and IMP; the IMP rounds of :func:`imp_rounds` ({} without
+    IMP); :func:`pretrain_dense`'s outputs, or None when no method needs a trained net (then the dense row is
+    among the cells to train)."""
+    ones = jax.vmap(masks.ones)(seeds.params)
+    dense = (pretrain_dense(config, setup, seeds, rule, probe)
+             if set(config.methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
+    if dense is None:
+        to_train, done = [("dense", 0.0, ones, None)], []
+    else:
+        to_train, done = [], [("dense", 0.0, ones, dense)]
+        log(f"dense pre-training: train loss {common.mean_std(dense['train_loss'])}, accuracy "
+            f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
+    rounds = {}
     for method in config.methods:
         start = dense["params"] if method == NO_REWIND else None
         if method == "imp":
@@ -353,7 +363,7 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, dense: dict, 
             to_train += [(f"{method}+{ablation}", s, m, start)
                          for s, m in masking.shuffled(setup, seeds, by_sparsity).items()]
         log(f"masks: {method}")
-    return to_train, done, rounds
+    return to_train, done, rounds, dense
 
 
 def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: data.Dataset, sigma: float) -> dict:
@@ -381,10 +391,7 @@ def run(config, workdir: str) -> dict:
         f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {dataset.num_classes} "
         f"classes, {'all' if not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()} labels random), "
         f"stop rule {config.stop_rule}")
-    dense = pretrain_dense(config, setup, seeds, rule)
-    log(f"dense pre-training: train accuracy {common.mean_std(dense['train_accuracy'])}, "
-        f"epochs {dense['epochs'].tolist()}")
-    to_train, done, _ = method_cells(config, setup, seeds, dense, rule, log)
+    to_train, done, _, dense = method_cells(config, setup, seeds, rule, log)
     out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
                     starts=[start for *_, start in to_train]) if to_train else {}
     cells = done + [(method, s, m, cell(out, c)) for c, (method, s, m, _) in enumerate(to_train)]
@@ -403,7 +410,8 @@ def run(config, workdir: str) -> dict:
                "stop_rule": rule._asdict() | {"max_epochs": config.max_epochs},
                "num_capped": int(sum(r["hit_cap"].sum() for r in results)),
                "num_networks": len(results) * config.num_seeds,
-               "dense_at_pruning": {k: dense[k] for k in ("train_accuracy", "epochs", "hit_cap")},
+               "dense_at_pruning": None if dense is None else {
+                   k: dense[k] for k in ("train_accuracy", "train_loss", "epochs", "hit_cap")},
                "results": results, "comparisons": comparisons, "ordering": ordering(results)}
     if parallel.is_primary():
         write_outputs(workdir, config, cells, results, comparisons)
@@ -429,7 +437,7 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], compar
     capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}
     plotting.lines_vs_density(
         os.path.join(workdir, "memorization_vs_density.png"), curves, ylabel="memorized fraction (train accuracy)",
-        title=f"Random-label memorization, {config.model} on {config.dataset} (± std over seeds; x: hit max_epochs)",
+        title=f"Memorization, {config.model} on {config.dataset} (± std; x: hit max_epochs)",
         flagged=capped)
     if comparisons:
         plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,

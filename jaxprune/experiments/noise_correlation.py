@@ -73,8 +73,7 @@ def run(config, workdir: str) -> dict:
         f = apply_fn(params, x)[:, 0]
         return {"correlation": noise_correlation(f, z), "bubeck_sellke": bubeck_sellke(f, z, sigma)}
 
-    dense = memorization.pretrain_dense(config, setup, seeds, rule, probe)
-    to_train, done, rounds = memorization.method_cells(config, setup, seeds, dense, rule, log, probe)
+    to_train, done, rounds, _ = memorization.method_cells(config, setup, seeds, rule, log, probe)
     out = memorization.train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs,
                                  rule=rule, probe=probe, starts=[s for *_, s in to_train]) if to_train else {}
     cells = done + [(m, s, masks_, memorization.cell(out, c)) for c, (m, s, masks_, _) in enumerate(to_train)]
@@ -132,7 +131,7 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], imp_ro
             os.path.join(workdir, f"{metric}_vs_density.png"),
             {m: ([1.0 - r["sparsity"] for r in rows], np.stack([r[metric] for r in rows], axis=1))
              for m, rows in by_method.items()}, flagged=capped, ylabel=f"{label} at convergence",
-            title=f"Noise fitted, σ = {config.noise_std} (± std over seeds; x: hit max_epochs)")
+            title=f"Noise fitted, σ = {config.noise_std} (± std; x: hit max_epochs)")
     if imp_rounds:
         plotting.lines_vs_density(
             os.path.join(workdir, "imp_correlation_vs_density.png"),
