@@ -161,6 +161,8 @@ def test_tiny_run_reports_every_method_sparsity_and_seed(tiny_run):
     d = np.asarray(rows["imp", 0.8]["train_accuracy"]) - np.asarray(rows["snip", 0.8]["train_accuracy"])
     assert c["mean_difference"] == pytest.approx(d.mean()) and c["num_pairs"] == 2
     assert results["dense_at_pruning"]["epochs"].shape == (2,)
+    assert [r["density"] for r in results["imp_rounds"]] == [0.5, pytest.approx(0.25), pytest.approx(0.2)]
+    np.testing.assert_array_equal(results["imp_rounds"][-1]["train_accuracy"], rows["imp", 0.8]["train_accuracy"])
     assert {"memorization_vs_density.png", "paired_differences.png", "metrics.jsonl"} <= set(os.listdir(workdir))
     assert [o["sparsity"] for o in results["ordering"]] == list(config.sparsities)
 

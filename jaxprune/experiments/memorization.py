@@ -391,7 +391,7 @@ def run(config, workdir: str) -> dict:
         f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {dataset.num_classes} "
         f"classes, {'all' if not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()} labels random), "
         f"stop rule {config.stop_rule}")
-    to_train, done, _, dense = method_cells(config, setup, seeds, rule, log)
+    to_train, done, rounds, dense = method_cells(config, setup, seeds, rule, log)
     out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
                     starts=[start for *_, start in to_train]) if to_train else {}
     cells = done + [(method, s, m, cell(out, c)) for c, (method, s, m, _) in enumerate(to_train)]
@@ -412,6 +412,8 @@ def run(config, workdir: str) -> dict:
                "num_networks": len(results) * config.num_seeds,
                "dense_at_pruning": None if dense is None else {
                    k: dense[k] for k in ("train_accuracy", "train_loss", "epochs", "hit_cap")},
+               "imp_rounds": [{"density": density, **{k: fit[k] for k in ("train_accuracy", "epochs", "hit_cap")}}
+                              for density, (_, fit) in rounds.items()],
                "results": results, "comparisons": comparisons, "ordering": ordering(results)}
     if parallel.is_primary():
         write_outputs(workdir, config, cells, results, comparisons)
