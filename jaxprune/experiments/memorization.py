@@ -349,8 +349,9 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRul
         start = dense["params"] if method == NO_REWIND else None
         if method == "imp":
             rounds = imp_rounds(config, setup, seeds, dense, rule, log, probe)
-            by_sparsity = {s: rounds[1.0 - s][0] for s in config.sparsities}
-            done += [("imp", s, m, rounds[1.0 - s][1]) for s, m in by_sparsity.items()]
+            at = {s: rounds.get(1.0 - s, (ones, dense)) for s in config.sparsities}  # sparsity 0: the dense net
+            by_sparsity = {s: mask for s, (mask, _) in at.items()}
+            done += [("imp", s, mask, fit) for s, (mask, fit) in at.items()]
         elif method in ("magnitude_after", NO_REWIND):
             prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
                                       in_axes=(0, None), one_device=True)
