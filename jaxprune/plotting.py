@@ -38,11 +38,17 @@ def label_densities(ax, densities, most: int = 8) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def lines_vs_density(path: str, curves: dict, *, ylabel: str, title: str, xlabel: str = "remaining weights (density)"):
-    """One band per label over a log-scaled density axis; ``curves[label] = (density [n], values [seeds, n])``."""
+def lines_vs_density(path: str, curves: dict, *, ylabel: str, title: str, xlabel: str = "remaining weights (density)",
+                     flagged: dict | None = None):
+    """One band per label over a log-scaled density axis; ``curves[label] = (density [n], values [seeds, n])``.
+    ``flagged[label]`` (bool [seeds, n]), if given, marks those seeds' values with an x (e.g. runs that hit a cap)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (density, values) in curves.items():
-        band(ax, np.asarray(density), values, label)
+        band(ax, np.asarray(density), values, label, linestyle="--" if "+" in label else "-")  # ablations dashed
+        marks = np.asarray((flagged or {}).get(label, np.zeros(np.shape(values), bool)), bool)
+        if marks.any():
+            ax.plot(np.broadcast_to(np.asarray(density), marks.shape)[marks], np.asarray(values)[marks], "x",
+                    color="black", markersize=5)
     ax.set_xscale("log")
     label_densities(ax, [d for density, _ in curves.values() for d in np.ravel(density)])
     ax.invert_xaxis()

@@ -9,7 +9,7 @@ the current directory)
 - ``report.png``: every run's methods overlaid against density, one panel per headline metric.
 
 The headline metric of each experiment (:data:`HEADLINES`): test accuracy (irp, pai, autosparse), the memorized
-fraction (memorization), corr(f(x_i), z_i) after training (noise_correlation), I(m; D | W) in bits
+fraction (memorization), corr(f(x_i), z_i) at convergence (noise_correlation), I(m; D | W) in bits
 (mutual_information, its per-seed estimates). Seeds a run lists as failed are left out. A workdir with a config
 but no results.json is listed as not finished; a path that is no workdir is one line on stderr and exit code 2.
 """
@@ -61,7 +61,7 @@ HEADLINES = {
     "irp": ("test accuracy", _irp_rows),
     "pai": ("test accuracy", _rows_of("test_accuracy")),
     "memorization": ("memorized fraction", _rows_of("train_accuracy")),
-    "noise_correlation": ("noise correlation", _rows_of("final_correlation")),
+    "noise_correlation": ("noise correlation", _rows_of("correlation")),
     "mutual_information": ("I(m; D | W) bits", _mi_rows),
     "autosparse": ("test accuracy", _rows_of("test_accuracy")),
 }

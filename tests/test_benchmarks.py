@@ -90,3 +90,19 @@ def test_bench_gpu_irp_smoke_prints_a_round_per_model(bench, capsys):
     rows = table_rows(capsys.readouterr().out)
     assert [row[:2] for row in rows] == [["mlp", "2"]]
     assert float(rows[0][4]) > 0 and float(rows[0][6]) > 0
+
+
+def test_bench_stop_rules_smoke_prints_every_candidate_rule(bench, capsys):
+    module = bench("bench_stop_rules")
+    module.main(["--smoke"])
+    rows = table_rows(capsys.readouterr().out)
+    assert [r[0] for r in rows] == list(module.CANDIDATES)
+    for r in rows:  # 3 networks (dense, random at 0.5) x 2 seeds = 4; a rule fires at or before the last epoch
+        assert 0 <= int(r[1]) <= 4 and 1 <= float(r[2]) <= 6
+
+
+def test_stopping_epoch_reads_the_rule_off_a_history(bench):
+    module = bench("bench_stop_rules")
+    rule = module.mem.StopRule(0.01, 1, 3, 0.0)
+    assert module.stopping_epoch(rule, np.array([2.0, 1.5, 1.2, 1.195, 1.0]), np.array([0.1, 0.2, 0.3, 0.4, 0.5])) == 4
+    assert module.stopping_epoch(rule, np.array([2.0, 1.5, 1.0]), np.array([0.1, 0.2, 0.3])) is None

@@ -14,9 +14,9 @@ from jaxprune.experiments import noise_correlation as nc
 
 def tiny_config(**overrides):
     c = nc_config.get_config()
-    c.update(dict(num_examples=128, num_test=16, input_dim=8, widths=(32,), num_seeds=2, epochs=10, batch_size=32,
-                  learning_rate=0.02, methods=("imp", "snip", "grasp", "random"), sparsity=0.6, prune_fraction=0.5)
-             | overrides)
+    c.update(dict(num_examples=128, num_test=16, input_dim=8, widths=(32,), num_seeds=2, batch_size=32,
+                  learning_rate=0.02, methods=("imp", "snip", "grasp", "random"), sparsities=(0.6,), prune_fraction=0.5,
+                  max_epochs=12, min_epochs=0, loss_window=2, synflow_rounds=2) | overrides)
     return c
 
 
@@ -32,6 +32,15 @@ def test_a_network_that_outputs_the_noise_has_correlation_one():
     assert float(nc.noise_correlation(other, z)) == pytest.approx(expected, abs=1e-5)
 
 
+def test_bubeck_sellke_term_against_its_formula():
+    z = 0.5 * jax.random.normal(jax.random.key(0), (400,))
+    teacher = jax.random.normal(jax.random.key(1), (400,))
+    f, fz = np.asarray(teacher + z, np.float64), np.asarray(z, np.float64)
+    assert float(nc.bubeck_sellke(teacher + z, z, 0.5)) == pytest.approx(np.sum(f * fz) / 400 / 0.25, rel=1e-5)
+    assert float(nc.bubeck_sellke(teacher + z, z, 0.5)) == pytest.approx(1.0, abs=0.15)  # fits all the noise: ≈ 1
+    assert float(nc.bubeck_sellke(teacher, z, 0.5)) == pytest.approx(0.0, abs=0.15)  # ignores it: ≈ 0
+
+
 def test_regression_scoring_loss_is_half_mean_squared_error_without_temperature():
     x, y = jnp.array([[1.0], [2.0], [3.0]]), jnp.array([0.5, 0.0, 1.0])
     apply_fn = lambda w, x: x * w  # noqa: E731
@@ -44,26 +53,27 @@ def tiny_run(run_experiment):
     return run_experiment(nc, tiny_config())
 
 
-def test_tiny_run_tracks_the_correlation_of_every_method_and_imp_round(tiny_run):
+def test_tiny_run_reports_the_noise_fitted_at_convergence_by_every_method_and_imp_round(tiny_run):
     config, workdir, results = tiny_run
     by_method = {r["method"]: r for r in results["results"]}
-    assert set(by_method) == {"dense", *config.methods}
+    assert set(by_method) == {"dense", *config.methods, "imp+shuffle", "snip+shuffle", "grasp+shuffle"}
     for r in results["results"]:
-        curve = np.asarray(r["correlation"])
-        assert curve.shape == (2, config.epochs + 1) and (np.abs(curve) <= 1).all()
-        np.testing.assert_array_equal(curve[:, -1], r["final_correlation"])
-        assert r["p_eff_mi_term"] is None and r["robustness_scale"] > 0
-    # The dense net fits part of the noise: its correlation rises from its initial value.
-    dense = np.asarray(by_method["dense"]["correlation"])
-    assert (dense[:, -1] > dense[:, 0]).all() and (dense[:, -1] > 0.1).all()
+        assert (np.abs(r["correlation"]) <= 1).all() and np.shape(r["bubeck_sellke"]) == (2,)
+        assert ((1 <= np.asarray(r["epochs"])) & (np.asarray(r["epochs"]) <= config.max_epochs)).all()
+        assert r["p_eff_mi_term"] is None and (r["robustness_scale"] is None) == (r["robustness_note"] is not None)
+    # The dense net fits part of the noise.
+    assert (np.asarray(by_method["dense"]["correlation"]) > 0.1).all()
     assert [r["density"] for r in results["imp_rounds"]] == [0.5, pytest.approx(0.4)]
-    assert by_method["imp"]["sparsity"] == pytest.approx(config.sparsity)
-    np.testing.assert_array_equal(results["imp_rounds"][-1]["final_correlation"], by_method["imp"]["final_correlation"])
-    assert {"correlation_vs_epoch.png", "imp_correlation_vs_density.png", "metrics.jsonl"} <= set(os.listdir(workdir))
+    assert by_method["imp"]["sparsity"] == pytest.approx(0.6)
+    np.testing.assert_array_equal(results["imp_rounds"][-1]["correlation"], by_method["imp"]["correlation"])
+    assert {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]} >= {
+        ("imp", "imp+shuffle", "correlation"), ("imp", "random", "bubeck_sellke")}
+    assert {"correlation_vs_density.png", "bubeck_sellke_vs_density.png", "imp_correlation_vs_density.png",
+            "paired_differences.png", "metrics.jsonl"} <= set(os.listdir(workdir))
 
 
-@pytest.mark.parametrize("key,value", [("task", "classification"), ("dataset", "mnist1d"), ("sparsity", 1.0),
-                                       ("methods", ())])
+@pytest.mark.parametrize("key,value", [("task", "classification"), ("dataset", "mnist1d"), ("sparsities", (1.0,)),
+                                       ("methods", ()), ("accuracy_patience", 3)])
 def test_validation_names_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
         nc.validate(tiny_config(**{key: value}))

@@ -117,7 +117,7 @@ RESULTS = {
             "failed_seeds": [{"seed": 1, "round": 1, "step": 3}]},
     "pai": {"results": [{"method": "snip", "sparsity": 0.9, "test_accuracy": [0.5, 0.0, 0.7], "failed_seeds": [1]}]},
     "memorization": {"results": [{"method": "imp", "sparsity": 0.9, "train_accuracy": [0.5, None, 0.7]}]},
-    "noise_correlation": {"results": [{"method": "imp", "sparsity": 0.9, "final_correlation": [0.5, None, 0.7]}]},
+    "noise_correlation": {"results": [{"method": "imp", "sparsity": 0.9, "correlation": [0.5, None, 0.7]}]},
     "mutual_information": {"design": {"sparsity": 0.9},
                            "methods": {"imp": {"bits": 0.6, "per_seed": [{"bits": 0.5}, {"bits": 0.7}]}}},
     "autosparse": {"results": [{"method": "autosparse", "sparsity": 0.9, "test_accuracy": [0.5, None, 0.7]}]},

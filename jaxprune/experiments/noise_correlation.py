@@ -1,19 +1,24 @@
 """Experiment ``noise_correlation``: how much of the label noise a sparse network absorbs (No Free Prune §5).
 
-Regression on Gaussian data, y_i = f*(x_i) + z_i with z_i ~ N(0, noise_std²) kept in memory (``Dataset.noise``).
-For every method at ``config.sparsity`` (and the dense net) all seeds' masked networks are trained in one jitted,
-vmapped call for ``config.epochs`` epochs, and after every epoch we record
+Regression on Gaussian data, y_i = f*(x_i) + z_i with z_i ~ N(0, σ²), σ = ``noise_std``, z kept in memory
+(``Dataset.noise``). Every method of ``config.methods`` at each of ``config.sparsities`` (and the dense net, and
+every ``config.ablations`` control ``<method>+shuffle``) is trained from the seeds' shared initial weights under the
+memorization experiment's convergence rule (:mod:`jaxprune.experiments.memorization`: the dense pre-training, every
+IMP round and every masked net), and after every epoch we record, over the n training points,
 
-    ρ(f_θ, z) = corr(f_θ(x_i), z_i)  (Pearson, over the training set).
+    ρ(f_θ, z) = corr(f_θ(x_i), z_i)              (Pearson),
+    BS(f_θ, z) = (1/n) Σ_i f_θ(x_i) · z_i / σ²    (Bubeck–Sellke's noise-fitting term).
 
-f* is independent of z, so ρ > 0 measures the part of the noise the network has fitted (memorized). For IMP the
-same is recorded across its rounds: the mask of every round (density (1 − f)^r down to 1 − sparsity) is trained
-from the rewound initialization like the others, and its final ρ reported. Lipschitz estimates and the
-Law-of-Robustness scale with σ = noise_std are reported per method (:mod:`jaxprune.robustness`).
+f* is independent of z, so both are ≈ 0 for a net that ignores the noise; BS = 1 for one that adds exactly z to
+f* (fitting the noise completely), ρ > 0 measures the part it has fitted. The values at each net's stopping epoch
+are reported, with paired differences over seeds (``comparisons``: every method against its shuffle control,
+after-training against at-initialization methods), IMP's values across its rounds, Lipschitz estimates and the
+Law-of-Robustness scale with σ = noise_std where the fit is below the noise level (:mod:`jaxprune.robustness`).
 
 Masks for regression: SNIP and GraSP differentiate the regression loss itself, mean ½(f(x) − y)²
 (:func:`jaxprune.pai.scoring_loss`; GraSP's temperature only applies to classification), on the noisy
-targets; IMP and magnitude-after-training train on them. No classification proxy is involved.
+targets; IMP and magnitude-after-training train on them. No classification proxy is involved. The stop rule reads
+the loss only: regression has no accuracy, so ``accuracy_patience`` must be 0.
 """
 from __future__ import annotations
 
@@ -21,14 +26,15 @@ import os
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 
-from jaxprune import irp, masks, parallel, plotting, robustness, train
+from jaxprune import parallel, plotting, robustness, stats
 from jaxprune import workdir as wd
-from jaxprune.config import check_choice, check_fraction, check_methods, validate_pruning
+from jaxprune.config import check_choice
+from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking, memorization
-from jaxprune.experiments import irp as irp_experiment
+
+METRICS = ("correlation", "bubeck_sellke")
 
 
 def noise_correlation(outputs: jax.Array, noise: jax.Array) -> jax.Array:
@@ -36,33 +42,19 @@ def noise_correlation(outputs: jax.Array, noise: jax.Array) -> jax.Array:
     return jnp.corrcoef(outputs, noise)[0, 1]
 
 
+def bubeck_sellke(outputs: jax.Array, noise: jax.Array, sigma: float) -> jax.Array:
+    """(1/n) Σ_i f_i · z_i / σ², the correlation term of Bubeck & Sellke's law of robustness."""
+    return jnp.mean(outputs * noise) / sigma**2
+
+
 def validate(config) -> None:
-    """Noise-correlation keys: Gaussian regression data, methods, one sparsity in [0, 1)."""
-    check_methods(config, masking.methods())
-    check_fraction(config, "sparsity")
+    """Memorization's keys (methods, sparsities, ablations, stop rule) on Gaussian regression data."""
     check_choice(config, "dataset", ("gaussian",))
     check_choice(config, "task", ("regression",))
-    validate_pruning(config)
-
-
-def method_grid(config, setup: common.Setup, seeds: common.Seeds, log,
-                checkpoint_dir: str | None = None) -> tuple[list, list]:
-    """(cells, masks): ('dense', 1.0), (method, density) for each method, IMP once per round (its last round is
-    the ``imp`` method, its rounds checkpointed under ``checkpoint_dir``); masks are the matching stacked
-    [seeds, ...] pytrees."""
-    cells, grid = [("dense", 1.0)], [jax.vmap(masks.ones)(seeds.params)]
-    for method in config.methods:
-        if method == "imp":
-            densities = irp.schedule(config.prune_fraction, targets=[1.0 - config.sparsity])
-            _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities),
-                                                  checkpoint_dir=checkpoint_dir)
-            cells += [("imp", d) for d in densities]
-            grid += [out["masks"][d] for d in densities]
-        else:
-            cells.append((method, 1.0 - config.sparsity))
-            grid.append(masking.method_masks(method, config, setup, seeds, [config.sparsity], log)[config.sparsity])
-        log(f"masks: {method}")
-    return cells, grid
+    if config.accuracy_patience != 0:
+        raise ConfigError(f"config.accuracy_patience={config.accuracy_patience!r}: must be 0 (regression has no "
+                          "accuracy; the stop rule reads the loss)")
+    memorization.validate_training(config)
 
 
 def run(config, workdir: str) -> dict:
@@ -70,54 +62,82 @@ def run(config, workdir: str) -> dict:
     log = common.Progress("noise_correlation")
     setup = common.setup(config)
     seeds = common.init_seeds(setup)
-    z = jnp.asarray(setup.dataset.noise)
-    n, d = setup.train_data.x.shape[0], int(np.prod(setup.train_data.x.shape[1:]))
-    log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)} at sparsity {config.sparsity}, "
-        f"{config.model} on {n} gaussian regression points, noise_std {config.noise_std}")
-    cells, grid = method_grid(config, setup, seeds, log, os.path.join(workdir, wd.CHECKPOINTS, "imp"))
-    probe = lambda apply_fn, params: noise_correlation(apply_fn(params, setup.train_data.x)[:, 0], z)  # noqa: E731
-    nets, net_masks = common.networks(setup, seeds, grid)
-    at_init = parallel.seed_map(lambda p, bs, m: probe(train.apply_fn_for(setup.model, bs), masks.apply(p, m)),
-                                setup.mesh)(nets.params, nets.batch_stats, net_masks)
-    at_init = np.asarray(parallel.to_host(at_init)).reshape(len(grid), -1)
-    out = memorization.train_all(config, setup, seeds, grid, max_epochs=config.epochs, rule=None, probe=probe)
-    curves = np.concatenate([at_init[..., None], out["history"]["probe"]], axis=-1)
-    final = {m: c for c, (m, _) in enumerate(cells)}  # IMP: its last (sparsest) round
+    z, sigma = jnp.asarray(setup.dataset.noise), float(config.noise_std)
+    x = setup.train_data.x
+    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    rule = memorization.StopRule.from_config(config)
+    log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)} at sparsities {tuple(config.sparsities)}, "
+        f"ablations {tuple(config.ablations)}, {config.model} on {n} gaussian regression points, noise_std {sigma}")
+
+    def probe(apply_fn, params):
+        f = apply_fn(params, x)[:, 0]
+        return {"correlation": noise_correlation(f, z), "bubeck_sellke": bubeck_sellke(f, z, sigma)}
+
+    to_train, done, rounds, _ = memorization.method_cells(config, setup, seeds, rule, log, probe)
+    out = memorization.train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs,
+                                 rule=rule, probe=probe, starts=[s for *_, s in to_train]) if to_train else {}
+    cells = done + [(m, s, masks_, memorization.cell(out, c)) for c, (m, s, masks_, _) in enumerate(to_train)]
     results = []
-    for method, c in final.items():
-        bound = out.get("lipschitz_spectral_bound")
-        results.append({"method": method, "sparsity": 0.0 if method == "dense" else config.sparsity,
-                        "correlation": curves[c], "final_correlation": curves[c][:, -1],
-                        "train_loss": out["train_loss"][c]}
-                       | robustness.summary(out["nonzero"][c], out["lipschitz_input_gradient"][c],
-                                            None if bound is None else bound[c], sigma=config.noise_std,
-                                            num_examples=n, input_dim=d))
-        log(f"{method:>15}: corr(f, z) after {config.epochs} epochs {common.mean_std(curves[c][:, -1])}")
-    imp_rounds = [{"density": dens, "final_correlation": curves[c][:, -1]}
-                  for c, (m, dens) in enumerate(cells) if m == "imp"]
+    for method, sparsity, stacked, fit in cells:
+        results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), sigma, n, d))
+        capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
+        log(f"{method:>28} sparsity {sparsity:.3f}: corr(f, z) {common.mean_std(results[-1]['correlation'])}, "
+            f"BS {common.mean_std(results[-1]['bubeck_sellke'])}, epochs {fit['epochs'].tolist()}{capped}")
+    imp_rounds = [{"density": density, "epochs": fit["epochs"], "hit_cap": fit["hit_cap"],
+                   **{k: final(fit, k) for k in METRICS}} for density, (_, fit) in rounds.items()]
+    pairs = memorization.comparison_pairs(results)
+    comparisons = [c for metric in METRICS for c in stats.comparisons(results, metric, pairs)]
+    summary = {"experiment": "noise_correlation", "num_seeds": config.num_seeds, "sparsities": list(config.sparsities),
+               "noise_std": sigma, "num_examples": n, "input_dim": d, "ablations": list(config.ablations),
+               "stop_rule": rule._asdict() | {"max_epochs": config.max_epochs},
+               "num_capped": int(sum(r["hit_cap"].sum() for r in results)),
+               "num_networks": len(results) * config.num_seeds, "results": results, "imp_rounds": imp_rounds,
+               "comparisons": comparisons}
     if parallel.is_primary():
-        write_outputs(workdir, config, results, imp_rounds)
-    return {"experiment": "noise_correlation", "num_seeds": config.num_seeds, "sparsity": config.sparsity,
-            "noise_std": config.noise_std, "num_examples": n, "input_dim": d, "epochs": config.epochs,
-            "results": results, "imp_rounds": imp_rounds}
+        write_outputs(workdir, config, cells, results, imp_rounds, comparisons)
+    log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs; outputs in {workdir}")
+    return summary
 
 
-def write_outputs(workdir: str, config, results: list[dict], imp_rounds: list[dict]) -> None:
-    """metrics.jsonl (per method, seed, epoch) and the figures: ρ vs epoch per method, ρ across IMP rounds."""
+def final(fit: dict, metric: str) -> np.ndarray:
+    """Each seed's probe ``metric`` after its last epoch (its stopping epoch)."""
+    return fit["history"][f"probe/{metric}"][np.arange(len(fit["epochs"])), fit["epochs"] - 1]
+
+
+def result_row(method: str, sparsity: float, fit: dict, report: dict, sigma: float, n: int, d: int) -> dict:
+    """One results.json row: per-seed correlation and Bubeck–Sellke term at the stopping epoch, stopping, mask
+    densities, robustness."""
+    return ({"method": method, "sparsity": float(sparsity), **{k: final(fit, k) for k in METRICS},
+             "train_loss": fit["train_loss"], "epochs": fit["epochs"], "hit_cap": fit["hit_cap"], **report}
+            | robustness.summary(fit["nonzero"], fit["lipschitz_input_gradient"], fit.get("lipschitz_spectral_bound"),
+                                 sigma=sigma, num_examples=n, input_dim=d, fit_sq_error=fit["fit_sq_error"]))
+
+
+def write_outputs(workdir: str, config, cells: list, results: list[dict], imp_rounds: list[dict],
+                  comparisons: list[dict]) -> None:
+    """metrics.jsonl (per method, sparsity, seed, epoch run) and the figures: ρ and BS against density per method
+    (capped nets marked x), ρ across IMP rounds, the paired differences."""
     wd.write_jsonl(os.path.join(workdir, wd.METRICS), [
-        {"method": r["method"], "seed": i, "epoch": e, "noise_correlation": r["correlation"][i, e]}
-        for r in results for i in range(config.num_seeds) for e in range(config.epochs + 1)])
-    fig, ax = plt.subplots(figsize=(6, 4))
+        {"method": m, "sparsity": s, "seed": i, "epoch": e + 1, "train_loss": fit["history"]["loss"][i, e],
+         **{k: fit["history"][f"probe/{k}"][i, e] for k in METRICS}}
+        for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])])
+    by_method = {}
     for r in results:
-        plotting.band(ax, np.arange(config.epochs + 1), r["correlation"], r["method"])
-    ax.set(xlabel="epoch", ylabel="corr(f(x_i), z_i)",
-           title=f"Noise fitted at sparsity {config.sparsity} (± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    plotting.save(fig, os.path.join(workdir, "correlation_vs_epoch.png"))
+        if r["method"] != "dense":
+            by_method.setdefault(r["method"], []).append(r)
+    capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}
+    for metric, label in (("correlation", "corr(f(x_i), z_i)"), ("bubeck_sellke", "(1/n) Σ f(x_i) z_i / σ²")):
+        plotting.lines_vs_density(
+            os.path.join(workdir, f"{metric}_vs_density.png"),
+            {m: ([1.0 - r["sparsity"] for r in rows], np.stack([r[metric] for r in rows], axis=1))
+             for m, rows in by_method.items()}, flagged=capped, ylabel=f"{label} at convergence",
+            title=f"Noise fitted, σ = {config.noise_std} (± std; x: hit max_epochs)")
     if imp_rounds:
         plotting.lines_vs_density(
             os.path.join(workdir, "imp_correlation_vs_density.png"),
             {"IMP rounds": ([r["density"] for r in imp_rounds],
-                            np.stack([r["final_correlation"] for r in imp_rounds], axis=1))},
-            ylabel="corr(f(x_i), z_i) after training", title="Noise fitted across IMP rounds")
+                            np.stack([r["correlation"] for r in imp_rounds], axis=1))},
+            ylabel="corr(f(x_i), z_i) at convergence", title="Noise fitted across IMP rounds")
+    if comparisons:
+        plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
+                                    title="Noise fitted: paired differences over seeds (95% t interval)")
