@@ -122,7 +122,18 @@ def test_autosparse_masks_hit_sparsity_exactly_through_masking():
 
 @pytest.fixture(scope="module")
 def tiny_run(run_experiment):
-    return run_experiment(experiment, tiny_config())
+    """(config, workdir, results, the prunable θ₀ [networks, n] of every network the comparisons trained)."""
+    trained, train_mask_sets = [], masking.train_mask_sets
+
+    def recording(config, setup, seeds, mask_sets):
+        one = jax.tree.map(lambda p: p[0], seeds.params)
+        trained.append(np.concatenate([np.asarray(k).reshape(k.shape[0], -1)
+                                       for k in masks.prunable_leaves(seeds.params, one)], axis=1))
+        return train_mask_sets(config, setup, seeds, mask_sets)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masking, "train_mask_sets", recording)
+        return (*run_experiment(experiment, tiny_config()), trained)
 
 
 def lin_ccc(a, b):
@@ -131,7 +142,7 @@ def lin_ccc(a, b):
 
 
 def test_tiny_run_dataset_and_ccc(tiny_run):
-    config, workdir, results = tiny_run
+    config, workdir, results, _ = tiny_run
     survival = np.load(os.path.join(workdir, "irp_survival.npz"))
     first, second = survival["first"], survival["second"]
     assert first.shape == second.shape and first.min() >= 0 and first.max() <= config.rounds
@@ -150,7 +161,7 @@ def test_tiny_run_dataset_and_ccc(tiny_run):
 
 
 def test_tiny_run_tables_and_outputs(tiny_run):
-    config, workdir, results = tiny_run
+    config, workdir, results, _ = tiny_run
     methods = (*config.methods, "autosparse")
     assert [(r["method"], r["sparsity"]) for r in results["results"]] == [
         (m, s) for m in methods for s in config.sparsities]
@@ -171,6 +182,32 @@ def test_tiny_run_tables_and_outputs(tiny_run):
         tables = [json.loads(line)["table"] for line in f]
     trained = len(methods) * len(config.sparsities) * config.num_seeds
     assert tables.count("results") == trained and tables.count("transfer") == trained
+
+
+def test_comparisons_train_only_held_out_initializations(tiny_run):
+    """Every network behind results/transfer starts from weights the predictor never saw: its θ₀ is none of the
+    source seeds' θ₀ (the dataset rows), and it is the held-out stream's initialization."""
+    config, workdir, results, trained = tiny_run
+    rows, _ = autosparse.load_dataset(os.path.join(workdir, "autosparse_dataset.npz"))
+    source = rows["x"][:, 0].reshape(config.num_seeds, -1)
+    held = common.init_seeds(experiment.held_out(common.setup(config)))
+    expected = np.concatenate([np.asarray(k).reshape(config.num_seeds, -1) for k in masks.prunable_leaves(
+        held.params, jax.tree.map(lambda p: p[0], held.params))], axis=1)
+    same_model = [t for t in trained if t.shape[1] == source.shape[1]]
+    assert len(same_model) == 1 and len(trained) == 1 + len(config.transfer_targets)
+    for theta in same_model[0]:
+        assert not any(np.array_equal(theta, s) for s in source)
+    np.testing.assert_array_equal(same_model[0], np.tile(expected, (same_model[0].shape[0] // config.num_seeds, 1)))
+    key_bytes = lambda keys: set(map(bytes, np.asarray(jax.random.key_data(keys))))  # noqa: E731
+    assert not key_bytes(held.init_keys) & key_bytes(common.init_seeds(common.setup(config)).init_keys)
+    comparisons = {(c["a"], c["b"], c["sparsity"]) for c in results["comparisons"]}
+    assert comparisons == {("autosparse", b, s) for b in config.methods for s in config.sparsities}
+    by = {(r["method"], r["sparsity"]): np.asarray(r["test_accuracy"]) for r in results["results"]}
+    for c in results["comparisons"]:
+        np.testing.assert_allclose(c["mean_difference"], np.mean(by[c["a"], c["sparsity"]] - by[c["b"], c["sparsity"]]))
+    for r in results["results"]:
+        assert np.all(np.asarray(r["effective_density"]) <= np.asarray(r["density"]) + 1e-12)
+        np.testing.assert_allclose(r["density"], 1 - r["sparsity"], atol=1 / source.shape[1])
 
 
 @pytest.mark.parametrize("key, value, match", [

@@ -9,18 +9,25 @@
 3. Predictors (``predictor`` 'mlp' | 'backbone'), one per feature set (``feature_set`` and each of
    ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's ρ between
    predicted and true survival scores of the held-out last seed's weights.
-4. Comparison on the target (``target_model``/``target_dataset``, "" = the source's): masks of every method in
-   ``methods`` and of ``autosparse`` (:func:`jaxprune.experiments.masking.method_masks`) at each sparsity, each
-   seed trained from its initialization, all seeds vmapped; the ablation predictors prune and train there too.
-   ``transfer_targets`` ('model:dataset') repeat the comparison on other models/datasets with the same predictor.
+4. Comparison on the target (``target_model``/``target_dataset``, "" = the source's), on HELD-OUT seeds
+   (:func:`held_out`: initial weights and data orders from another ``fold_in`` stream, never seen by the predictor):
+   masks of every method in ``methods`` and of ``autosparse`` (:func:`jaxprune.experiments.masking.method_masks`)
+   at each sparsity from the same initializations, each seed trained from its initialization, all seeds vmapped;
+   the ablation predictors prune and train there too. Every row carries the masks' nominal and effective
+   (on an input→output path, :mod:`jaxprune.connectivity`) densities, overall and per layer, and the collapsed
+   layers. ``comparisons``: paired differences of every AutoSparse method against every method of ``methods``
+   with 95% t intervals over the shared seeds. ``transfer_targets`` ('model:dataset') repeat the comparison on
+   other models/datasets with the same predictor (``transfer``, ``transfer_comparisons``).
 
 Writes ``metrics.jsonl`` (source IRP per round/epoch/seed, then one line per trained network),
 ``autosparse_dataset.npz``, ``irp_survival.npz`` (flat survival counts of both runs, dataset row order),
 ``learning_tendencies.png`` (mean predicted and true score in quantile bins of |θ₀| and |∂L/∂θ|, held-out seed),
-``accuracy_vs_sparsity.png`` and one ``accuracy_vs_sparsity_<model>_<dataset>.png`` per transfer target.
+``accuracy_vs_sparsity.png`` and one ``accuracy_vs_sparsity_<model>_<dataset>.png`` per transfer target,
+``comparisons.png`` (the paired differences on the target) and ``effective_density.png``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -36,6 +43,9 @@ from jaxprune.experiments import irp as irp_experiment
 from jaxprune.experiments import pai as pai_experiment
 
 TENDENCY_BINS = 20
+EVAL_STREAM = 4  # evaluation seed i: fold_in(key_i, EVAL_STREAM), never seen by the predictor (held_out)
+REPORT_KEYS = ("density", "effective_density", "layer_density", "effective_layer_density", "collapsed_layers",
+               "dead_layers", "disconnected")
 
 
 def feature_label(feature_set) -> str:
@@ -159,10 +169,18 @@ def accuracies(result: dict) -> np.ndarray:
     return np.where(result["failed_step"] >= 0, np.nan, result["test_accuracy"])
 
 
+def held_out(setup: common.Setup) -> common.Setup:
+    """``setup`` with seed i's key replaced by fold_in(key_i, :data:`EVAL_STREAM`): initial weights and data orders
+    the predictor never trained on (the source IRP runs from the keys themselves)."""
+    return dataclasses.replace(setup, keys=jax.vmap(lambda k: jax.random.fold_in(k, EVAL_STREAM))(setup.keys))
+
+
 def compare(config, setup: common.Setup, predictors: dict, log, checkpoint_dir: str | None = None) -> list[dict]:
-    """Rows {method, sparsity, test_accuracy [per seed], train_accuracy} of ``config.methods`` and of every
-    predictor in ``predictors`` (method name -> predictor state), all pruned at init and trained on ``setup``
-    (IMP's rounds checkpointed under ``checkpoint_dir``)."""
+    """Rows {method, sparsity, test_accuracy [per seed], train_accuracy, failed_seeds, **mask report} of
+    ``config.methods`` and of every predictor in ``predictors`` (method name -> predictor state), all pruned at
+    init from the seeds of ``setup`` (pass :func:`held_out` seeds) and trained there (IMP's rounds checkpointed
+    under ``checkpoint_dir``). The mask report (:func:`jaxprune.experiments.masking.mask_report`) gives each
+    seed's nominal and effective (on an input→output path) density, overall and per layer."""
     seeds = common.init_seeds(setup)
     sparsities = tuple(config.sparsities)
     labelled = {m: masking.method_masks(m, config, setup, seeds, sparsities, log, checkpoint_dir=checkpoint_dir)
@@ -172,8 +190,16 @@ def compare(config, setup: common.Setup, predictors: dict, log, checkpoint_dir: 
     keys = [(m, s) for m in labelled for s in sparsities]
     log(f"{config.model} on {config.dataset}: training {len(keys)} x {config.num_seeds} masked networks")
     results = masking.train_mask_sets(config, setup, seeds, [labelled[m][s] for m, s in keys])
-    return [{"method": m, "sparsity": s, "test_accuracy": accuracies(r), "train_accuracy": r["train_accuracy"]}
-            for (m, s), r in zip(keys, results)]
+    return [{"method": m, "sparsity": s, "test_accuracy": accuracies(r), "train_accuracy": r["train_accuracy"],
+             "failed_seeds": np.flatnonzero(r["failed_step"] >= 0).tolist(),
+             **masking.mask_report(setup, seeds, labelled[m][s])} for (m, s), r in zip(keys, results)]
+
+
+def paired(config, rows: list[dict]) -> list[dict]:
+    """Paired test-accuracy differences (95% t intervals over the shared seeds) of every AutoSparse method in
+    ``rows`` against every method of ``config.methods`` (:func:`jaxprune.stats.comparisons`)."""
+    learned = [m for m in dict.fromkeys(r["method"] for r in rows) if m.startswith("autosparse")]
+    return stats.comparisons(rows, "test_accuracy", [(a, b) for a in learned for b in config.methods])
 
 
 def binned_means(x: np.ndarray, ys: dict, bins: int) -> tuple[np.ndarray, dict]:
@@ -209,7 +235,7 @@ def plot_accuracy(path: str, rows: list[dict], title: str) -> None:
 def records(table: str, rows: list[dict], **extra) -> list[dict]:
     """metrics.jsonl lines, one per trained network."""
     return [{"table": table, **extra, "method": r["method"], "sparsity": r["sparsity"], "seed": s,
-             "test_accuracy": r["test_accuracy"][s], "train_accuracy": r["train_accuracy"][s]}
+             **{k: r[k][s] for k in ("test_accuracy", "train_accuracy", "density", "effective_density")}}
             for r in rows for s in range(len(r["test_accuracy"]))]
 
 
@@ -235,7 +261,7 @@ def run(config, workdir: str) -> dict:
     target = (config.target_model or config.model, config.target_dataset or config.dataset)
     transfers = list(dict.fromkeys(parse_target(spec) for spec in config.transfer_targets))
     source_setup = common.setup(config)  # every dataset is loaded (and checked) before any work
-    setups = {t: common.setup(for_target(config, *t)) for t in dict.fromkeys([target] + transfers)}
+    setups = {t: held_out(common.setup(for_target(config, *t))) for t in dict.fromkeys([target] + transfers)}
 
     log(f"source IRP: {config.model} on {config.dataset}, {config.num_seeds} seeds x 2 data orders x "
         f"{config.rounds} rounds of {config.epochs} epochs")
@@ -275,18 +301,25 @@ def run(config, workdir: str) -> dict:
                 for label in config.ablations for s in config.sparsities]
     transfer = [{"target_model": m, "target_dataset": d, **r}
                 for m, d in transfers for r in tables[(m, d)] if r["method"] in compared]
+    row_keys = ("method", "sparsity", "test_accuracy", "failed_seeds", *REPORT_KEYS)
+    comparisons = paired(config, main_rows)
     results = {
         "experiment": "autosparse",
         "source": {"model": config.model, "dataset": config.dataset},
         "target": {"model": target[0], "dataset": target[1]},
+        "evaluation": f"held-out seeds: seed i's initial weights and data order from fold_in(key_i, {EVAL_STREAM}), "
+                      "never seen by the predictor (its rows come from the source IRP of key_i)",
         "ccc": float(np.mean(ccc)),
         "ccc_per_seed": ccc,
         "prediction_spearman": spearman[main_label],
-        "results": [{k: r[k] for k in ("method", "sparsity", "test_accuracy")} for r in main_rows],
-        "ablation": [{k: r[k] for k in ("features", "sparsity", "test_accuracy", "prediction_spearman")}
-                     for r in ablation],
-        "transfer": [{k: r[k] for k in ("target_model", "target_dataset", "method", "sparsity", "test_accuracy")}
-                     for r in transfer],
+        "results": [{k: r[k] for k in row_keys} for r in main_rows],
+        "comparisons": comparisons,
+        "ablation": [{"features": r["features"], "prediction_spearman": r["prediction_spearman"],
+                      **{k: r[k] for k in row_keys if k != "method"}} for r in ablation],
+        "transfer": [{"target_model": r["target_model"], "target_dataset": r["target_dataset"],
+                      **{k: r[k] for k in row_keys}} for r in transfer],
+        "transfer_comparisons": [{"target_model": m, "target_dataset": d, **c} for m, d in transfers
+                                 for c in paired(config, [r for r in tables[(m, d)] if r["method"] in compared])],
         "source_irp_failed": failed,
     }
     if parallel.is_primary():
@@ -306,6 +339,12 @@ def run(config, workdir: str) -> dict:
                         {f"predicted ({label})": p for label, p in predicted.items()})
         plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,
                       f"{target[0]} on {target[1]}: AutoSparse (from {config.model}/{config.dataset}), PaI, IMP")
+        plotting.paired_differences(os.path.join(workdir, "comparisons.png"), comparisons,
+                                    title=f"{target[0]} on {target[1]}, held-out seeds: AutoSparse − each method")
+        plotting.lines_vs_density(os.path.join(workdir, "effective_density.png"),
+                                  pai_experiment.curves(main_rows, "effective_density"),
+                                  ylabel="effective density (kept weights on an input→output path)",
+                                  title=f"{target[0]} on {target[1]}: nominal vs effective density")
         for m, d in transfers:
             plot_accuracy(os.path.join(workdir, f"accuracy_vs_sparsity_{m}_{d}.png"), tables[(m, d)],
                           f"Transfer: {m} on {d} (AutoSparse from {config.model}/{config.dataset})")
