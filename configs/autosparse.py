@@ -32,6 +32,12 @@ def get_config():
     c.feature_set = ("param", "grad")  # the AutoSparse predictor's inputs
     c.descriptors = True  # also layer depth, log fan-in, log fan-out, kind
     c.ablations = ("param", "grad", "param+grad")  # feature sets ('+'-joined) of the ablation table
+    # How the predicted scores prune: 'global' (one threshold, the reference's rule) or layerwise with per-layer
+    # densities 'uniform', 'erk' or 'irp' (those the source IRP reaches at that sparsity), in `iterations` steps.
+    c.autosparse_allocation = "global"
+    c.autosparse_iterations = 1
+    # Variants compared with it on the same held-out seeds ('key=value,...' overriding the two options above).
+    c.variants = ("allocation=erk", "allocation=irp", "allocation=irp,iterations=5")
     # Target: prune at init and train; "" = the source model / dataset. Transfer: 'model:dataset' entries.
     c.target_model = ""
     c.target_dataset = ""

@@ -376,23 +376,112 @@ def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key:
     )
 
 
+@struct.dataclass
+class SurvivalAllocation:
+    """How IRP spreads a density over the layers, read off source survival counts (:func:`survival_allocation`).
+
+    ``kept`` [S, R + 2, L]: for each source seed, prunable layer l's kept count K_l(r) = #{c ≥ r} for
+    r = 0 … R, then 0; ``depth`` [L]: each layer's relative depth (execution order) in [0, 1].
+    """
+
+    kept: jax.Array
+    depth: jax.Array
+
+
+def survival_allocation(survival: Sequence[np.ndarray], rounds: int, depth: Sequence[int]) -> SurvivalAllocation:
+    """:class:`SurvivalAllocation` of survival counts ``survival`` (one [S, *shape] array per prunable layer, leaf
+    order; c ∈ 0..rounds) and the layers' execution-order depths ``depth`` (:func:`execution_order`)."""
+    per_round = [[np.sum(np.reshape(c, (c.shape[0], -1)) >= r, axis=1) for r in range(rounds + 1)] for c in survival]
+    kept = np.transpose(np.array(per_round, np.float32), (2, 1, 0))  # [S, R + 1, L]
+    kept = np.concatenate([kept, np.zeros_like(kept[:, :1])], axis=1)
+    return SurvivalAllocation(jnp.asarray(kept), jnp.asarray(np.asarray(depth) / max(len(depth) - 1, 1), jnp.float32))
+
+
+def irp_densities(allocation: SurvivalAllocation, density) -> jax.Array:
+    """Per-layer densities [L] (source leaf order) that IRP reaches at total ``density`` (may be traced).
+
+    For one seed, with K(r) = Σ_l K_l(r) the total kept after r rounds and k = density · Σ_l n_l: where
+    K(r+1) ≤ k ≤ K(r), K_l = K_l(r+1) + t (K_l(r) − K_l(r+1)), t = (k − K(r+1)) / (K(r) − K(r+1)) — the expected
+    layer counts of IRP's mask when the weights pruned in the round that crosses k are kept at random — and below
+    the last round K_l = K_l(R) k / K(R). d_l = K_l / n_l, averaged over the source seeds; Σ_l d_l n_l = k.
+    """
+    kept = allocation.kept
+    sizes = kept[0, 0]
+    k = jnp.asarray(density, jnp.float32) * jnp.sum(sizes)
+
+    def one_seed(table):  # table [R + 2, L], rows in decreasing total: interpolate along increasing totals
+        totals = jnp.sum(table, axis=1)[::-1]
+        return jax.vmap(lambda column: jnp.interp(k, totals, column[::-1]), in_axes=1)(table)
+
+    return jnp.mean(jax.vmap(one_seed)(kept), axis=0) / sizes
+
+
+def transfer_allocation(densities: jax.Array, source_depth: jax.Array, target_depth: Sequence[int]) -> jax.Array:
+    """Source per-layer densities [Ls] as weights for a target's L layers: linear interpolation in relative depth
+    (execution order; identity when the layers match). ``masks.layer_densities`` rescales them to the total."""
+    order = jnp.argsort(source_depth)
+    target = jnp.asarray(target_depth, jnp.float32) / max(len(target_depth) - 1, 1)
+    return jnp.interp(target, source_depth[order], densities[order])
+
+
+ALLOCATIONS = ("global", "uniform", "erk", "irp")
+
+
+@struct.dataclass
+class Pruner:
+    """A trained predictor and how it prunes (:func:`prune`): ``allocation`` 'global' (one threshold over every
+    prunable weight, the reference's rule) or layerwise with per-layer densities 'uniform', 'erk' or 'irp' (those
+    IRP reaches, :func:`irp_densities` of ``survival``), scores ranked within each layer; ``iterations`` T ≥ 1
+    pruning steps."""
+
+    predictor: PredictorState
+    survival: SurvivalAllocation | None = None
+    allocation: str = struct.field(pytree_node=False, default="global")
+    iterations: int = struct.field(pytree_node=False, default=1)
+
+
+def _step_mask(pruner: Pruner, scores: PyTree, params: PyTree, sparsity, depth) -> PyTree:
+    """Mask keeping the top scores at ``sparsity`` under ``pruner.allocation``."""
+    if pruner.allocation == "global":
+        return masks.from_scores(scores, params, sparsity)
+    allocation = pruner.allocation
+    if allocation == "irp":
+        if pruner.survival is None:
+            raise ConfigError("allocation='irp' needs the source IRP's survival_allocation(...)")
+        density = 1.0 - jnp.asarray(sparsity, jnp.float32)
+        allocation = transfer_allocation(irp_densities(pruner.survival, density), pruner.survival.depth, depth)
+    return masks.from_scores(scores, params, sparsity, "layerwise", allocation)
+
+
 def prune(
-    state: PredictorState,
+    pruner: Pruner,
     apply_fn: Callable,
     params: PyTree,
     batches,
     sparsity: float | jax.Array,
     *,
-    scope: masks.Scope = "global",
-    allocation: masks.Allocation = "uniform",
     invert: bool = False,
 ) -> PyTree:
-    """One-shot AutoSparse mask: keep the weights with the highest predicted survival score (:func:`score`).
+    """AutoSparse mask: keep the weights with the highest predicted survival score (:func:`score`).
 
     ``batches = (x, y)`` [B, batch, ...] as for :func:`jaxprune.pai.prune`, merged into one batch of B·batch
     examples, so the gradient feature is ∂L/∂θ of the mean loss over all of them. ``invert`` keeps the lowest.
+    With ``pruner.iterations`` = T > 1 (iterative AutoSparse, as iterative SynFlow / SNIP-it): step t = 1..T
+    scores θ ⊙ m_{t−1} (the gradient feature recomputed on the masked network, survivors' θ₀ unchanged), keeps the
+    top survivors at density d^(t/T) (d = 1 − sparsity; the last step exactly d) and intersects with m_{t−1}.
     """
     batch = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), batches)
-    scores = score(state, apply_fn, params, batch, None)
-    scores = jax.tree.map(jnp.negative, scores) if invert else scores
-    return masks.from_scores(scores, params, sparsity, scope, allocation)
+    state = pruner.predictor
+    sign = -1.0 if invert else 1.0
+    depth = execution_order(apply_fn, params, batch[0]) if pruner.allocation == "irp" else None
+    if pruner.allocation not in ALLOCATIONS or pruner.iterations < 1:
+        raise ConfigError(f"Pruner allocation={pruner.allocation!r} must be one of {', '.join(ALLOCATIONS)} and "
+                          f"iterations={pruner.iterations!r} >= 1")
+    density = 1.0 - jnp.asarray(sparsity, jnp.float32)
+    mask = masks.ones(params)
+    for t in range(1, pruner.iterations + 1):
+        scores = jax.tree.map(lambda s: sign * s, score(state, apply_fn, masks.apply(params, mask), batch, None))
+        step_sparsity = sparsity if t == pruner.iterations else 1.0 - density ** (t / pruner.iterations)
+        new = _step_mask(pruner, masks.restrict(scores, mask), params, step_sparsity, depth)
+        mask = jax.tree.map(jnp.logical_and, new, mask)
+    return mask

@@ -196,3 +196,85 @@ def test_score_shapes_zeros_and_exact_sparsity(net, kind):
         assert int(masks.count(mask, params)[0]) == round((1 - sparsity) * n)
 
 
+
+
+def random_survival(key, shapes, seeds, rounds):
+    """Survival counts [seeds, *shape] per layer, layers skewed differently so IRP's allocation is not uniform."""
+    keys = jax.random.split(key, len(shapes))
+    return [np.asarray(jnp.minimum(jax.random.geometric(k, 0.3 + 0.2 * l, (seeds, *shape)) - 1, rounds))
+            for l, (k, shape) in enumerate(zip(keys, shapes))]
+
+
+def test_irp_densities_are_irp_masks_with_the_crossing_round_kept_at_random():
+    """At each round's density: the exact fraction of every layer with c ≥ r. In between: the mean over random
+    tie-breaks of the top-k mask by survival count (Monte Carlo), and Σ d_l n_l = k always."""
+    rounds, shapes = 4, [(6, 5), (5, 7), (7, 2)]
+    survival = random_survival(jax.random.key(0), shapes, 2, rounds)
+    allocation = autosparse.survival_allocation(survival, rounds, depth=(0, 1, 2))
+    sizes = np.array([np.prod(s) for s in shapes])
+    for r in range(rounds + 1):
+        kept = np.array([[np.sum(c[s] >= r) for c in survival] for s in range(2)])  # [seeds, layers]
+        for s in range(2):
+            density = kept[s].sum() / sizes.sum()
+            single = autosparse.SurvivalAllocation(allocation.kept[s:s + 1], allocation.depth)
+            np.testing.assert_allclose(autosparse.irp_densities(single, density), kept[s] / sizes, atol=1e-6)
+    rng = np.random.default_rng(0)
+    flat = np.concatenate([c[0].ravel() for c in survival])
+    layer = np.repeat(np.arange(3), sizes)
+    for k in (7, 23, 40, 61):
+        draws = np.zeros(3)
+        for _ in range(2000):
+            order = np.lexsort((rng.random(flat.size), -flat))[:k]  # highest count first, ties at random
+            draws += np.bincount(layer[order], minlength=3)
+        single = autosparse.SurvivalAllocation(allocation.kept[:1], allocation.depth)
+        d = np.asarray(autosparse.irp_densities(single, k / sizes.sum()))
+        np.testing.assert_allclose(d * sizes, draws / 2000, atol=0.2)
+        np.testing.assert_allclose(np.sum(d * sizes), k, rtol=1e-5)
+
+
+def test_layerwise_allocation_hits_each_layers_count_exactly(net):
+    """Every allocation of a Pruner keeps round(d_l n_l) weights in layer l, d_l from masks.layer_densities of its
+    per-layer densities; the global one keeps round(d n) in all; ranked within each layer by the score."""
+    apply_fn, params, batch = net
+    grads = autosparse.init_gradients(apply_fn, params, batch)
+    data = autosparse.build_dataset(params, grads, planted_survival(params), ROUNDS)
+    state = autosparse.train_predictor(data, jax.random.PRNGKey(5), hidden=(8,), steps=20)
+    kernels = masks.prunable_leaves(params, params)
+    survival = random_survival(jax.random.key(1), [k.shape for k in kernels], 3, ROUNDS)
+    allocation = autosparse.survival_allocation(survival, ROUNDS, depth=(0, 1, 2))
+    batches = jax.tree.map(lambda a: a[None], batch)
+    scores = masks.prunable_leaves(autosparse.score(state, apply_fn, params, batch, None), params)
+    for name in autosparse.ALLOCATIONS:
+        prune = jax.jit(autosparse.prune, static_argnums=1)
+        for sparsity in (0.6, 0.97):
+            mask = prune(autosparse.Pruner(state, allocation, name), apply_fn, params, batches, sparsity)
+            kept = [int(m.sum()) for m in masks.prunable_leaves(mask, params)]
+            if name == "global":
+                assert sum(kept) == round((1 - sparsity) * sum(k.size for k in kernels))
+                continue
+            weights = autosparse.irp_densities(allocation, 1 - sparsity) if name == "irp" else name
+            targets = masks.layer_densities(params, 1 - sparsity, weights)
+            assert kept == [int(masks.keep_count(float(d), k.size)) for d, k in zip(targets, kernels)]
+            for m, s in zip(masks.prunable_leaves(mask, params), scores):  # the layer's top scores
+                assert float(jnp.min(jnp.where(m, s, jnp.inf))) >= float(jnp.max(jnp.where(m, -jnp.inf, s)))
+    irp = np.asarray(autosparse.irp_densities(allocation, 0.1))
+    np.testing.assert_allclose(masks.layer_densities(params, 0.1, irp), irp, rtol=1e-5)  # already meets the total
+
+
+def test_iterative_autosparse_hits_sparsity_and_transfer_allocation_follows_depth(net):
+    apply_fn, params, batch = net
+    grads = autosparse.init_gradients(apply_fn, params, batch)
+    data = autosparse.build_dataset(params, grads, planted_survival(params), ROUNDS)
+    state = autosparse.train_predictor(data, jax.random.PRNGKey(5), hidden=(8,), steps=20)
+    batches = jax.tree.map(lambda a: a[None], batch)
+    n = sum(k.size for k in masks.prunable_leaves(params, params))
+    for iterations in (1, 3):
+        mask = autosparse.prune(autosparse.Pruner(state, iterations=iterations), apply_fn, params, batches, 0.9)
+        assert int(masks.count(mask, params)[0]) == round(0.1 * n)
+    one_shot = autosparse.prune(autosparse.Pruner(state), apply_fn, params, batches, 0.9)
+    assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(one_shot), jax.tree.leaves(
+        masks.from_scores(autosparse.score(state, apply_fn, params, batch, None), params, 0.9))))
+    d = jnp.array([0.1, 0.5, 0.2])
+    np.testing.assert_allclose(autosparse.transfer_allocation(d, jnp.array([0.5, 1.0, 0.0]), (1, 2, 0)), d)
+    np.testing.assert_allclose(autosparse.transfer_allocation(d, jnp.array([0.0, 0.5, 1.0]), (0, 1, 2, 3, 4)),
+                               [0.1, 0.3, 0.5, 0.35, 0.2])

@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset="gaussian", num_examples=192, num_test=96, input_dim=8, num_classes=3, widths=(16,), epochs=1,
             batch_size=32, num_seeds=2, rounds=2, sparsities=(0.5, 0.9), methods=("random",),
             ablations=("param", "param+grad"), predictor_hidden=(8,), predictor_steps=10, predictor_batch_size=256,
-            transfer_targets=("lenet300_100:gaussian",))
+            transfer_targets=("lenet300_100:gaussian",), variants=("allocation=irp,iterations=2",))
 
 
 def untrained_predictor(feature_set=autosparse.FEATURES, descriptors=True) -> autosparse.PredictorState:
@@ -102,7 +102,7 @@ def test_autosparse_masks_hit_sparsity_exactly_through_masking():
     config = tiny_config()
     setup = common.setup(config)
     seeds = common.init_seeds(setup)
-    predictor = untrained_predictor()
+    predictor = autosparse.Pruner(untrained_predictor())
     sparsities = (0.5, 0.9, 0.973)
     stacked = masking.method_masks("autosparse", config, setup, seeds, sparsities, predictor=predictor)
     inverted = masking.method_masks("autosparse", config, setup, seeds, (0.5,), invert=True, predictor=predictor)
@@ -162,7 +162,7 @@ def test_tiny_run_dataset_and_ccc(tiny_run):
 
 def test_tiny_run_tables_and_outputs(tiny_run):
     config, workdir, results, _ = tiny_run
-    methods = (*config.methods, "autosparse")
+    methods = (*config.methods, *learned_methods(config))
     assert [(r["method"], r["sparsity"]) for r in results["results"]] == [
         (m, s) for m in methods for s in config.sparsities]
     for table in ("results", "ablation", "transfer"):
@@ -184,6 +184,10 @@ def test_tiny_run_tables_and_outputs(tiny_run):
     assert tables.count("results") == trained and tables.count("transfer") == trained
 
 
+def learned_methods(config) -> list[str]:
+    return ["autosparse", *(f"autosparse[{v}]" for v in config.variants)]
+
+
 def test_comparisons_train_only_held_out_initializations(tiny_run):
     """Every network behind results/transfer starts from weights the predictor never saw: its θ₀ is none of the
     source seeds' θ₀ (the dataset rows), and it is the held-out stream's initialization."""
@@ -201,7 +205,8 @@ def test_comparisons_train_only_held_out_initializations(tiny_run):
     key_bytes = lambda keys: set(map(bytes, np.asarray(jax.random.key_data(keys))))  # noqa: E731
     assert not key_bytes(held.init_keys) & key_bytes(common.init_seeds(common.setup(config)).init_keys)
     comparisons = {(c["a"], c["b"], c["sparsity"]) for c in results["comparisons"]}
-    assert comparisons == {("autosparse", b, s) for b in config.methods for s in config.sparsities}
+    assert comparisons == {(a, b, s) for a in learned_methods(config) for b in config.methods
+                           for s in config.sparsities}
     by = {(r["method"], r["sparsity"]): np.asarray(r["test_accuracy"]) for r in results["results"]}
     for c in results["comparisons"]:
         np.testing.assert_allclose(c["mean_difference"], np.mean(by[c["a"], c["sparsity"]] - by[c["b"], c["sparsity"]]))
@@ -218,6 +223,9 @@ def test_comparisons_train_only_held_out_initializations(tiny_run):
     ("num_seeds", 1, "num_seeds"),
     ("target_model", "alexnet", "target_model"),
     ("methods", ("snip", "autosparse"), "methods"),
+    ("variants", ("allocation=erk,iterations=0",), "variants"),
+    ("variants", ("scope=global",), "variants"),
+    ("autosparse_allocation", "layerwise", "autosparse_allocation"),
 ])
 def test_validate_rejects_bad_keys(key, value, match):
     with pytest.raises(ConfigError, match=match):

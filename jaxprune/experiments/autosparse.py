@@ -90,6 +90,42 @@ def validate(config) -> None:
     check_choice(config, "target_dataset", ("",) + data.DATASETS)
     for spec in config.transfer_targets:
         parse_target(spec)
+    check_choice(config, "autosparse_allocation", autosparse.ALLOCATIONS)
+    check_positive_int(config, "autosparse_iterations")
+    for spec in config.variants:
+        parse_variant(spec)
+
+
+def main_options(config) -> dict:
+    """The main AutoSparse method's pruning options (``autosparse_allocation``, ``autosparse_iterations``)."""
+    return {"allocation": config.autosparse_allocation, "iterations": config.autosparse_iterations}
+
+
+def parse_variant(spec: str) -> dict:
+    """'key=value[,key=value]' (keys of :func:`main_options`) -> the options it overrides, or ConfigError."""
+    out = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key == "allocation" and value in autosparse.ALLOCATIONS:
+            out[key] = value
+        elif key == "iterations" and value.isdigit() and int(value) >= 1:
+            out[key] = int(value)
+        else:
+            raise ConfigError(f"config.variants entry {spec!r}: {item!r} must be allocation=<"
+                              f"{'|'.join(autosparse.ALLOCATIONS)}> or iterations=<positive integer>, ','-joined")
+    return out
+
+
+def pruner(predictor: autosparse.PredictorState, allocation: autosparse.SurvivalAllocation,
+           options: dict) -> autosparse.Pruner:
+    """The :class:`~jaxprune.autosparse.Pruner` of ``predictor`` with ``options`` (:func:`main_options`)."""
+    return autosparse.Pruner(predictor, allocation, options["allocation"], options["iterations"])
+
+
+def source_depth(setup: common.Setup, seeds: common.Seeds) -> tuple[int, ...]:
+    """Execution-order depth of the source model's prunable layers (:func:`jaxprune.autosparse.execution_order`)."""
+    one = jax.tree.map(lambda a: a[0], (seeds.params, seeds.batch_stats))
+    return autosparse.execution_order(train.apply_fn_for(setup.model, one[1]), one[0], setup.train_data.x[:1])
 
 
 def for_target(config, model: str, dataset: str):
@@ -277,6 +313,7 @@ def run(config, workdir: str) -> dict:
     main_label = feature_label(config.feature_set)
     labels = list(dict.fromkeys([main_label, *config.ablations]))
     method_of = {label: "autosparse" if label == main_label else f"autosparse:{label}" for label in labels}
+    variants = {f"autosparse[{spec}]": {**main_options(config), **parse_variant(spec)} for spec in config.variants}
     log(f"survival CCC between data orders {np.mean(ccc):.4f}; training {len(labels)} {config.predictor} "
         f"predictors ({', '.join(labels)}) on {training_rows['y'].shape[0]} rows of {held} seeds")
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -286,15 +323,20 @@ def run(config, workdir: str) -> dict:
     log("held-out seed, Spearman(predicted, true survival): "
         + ", ".join(f"{label} {rho:.4f}" for label, rho in spearman.items()))
 
+    allocation = autosparse.survival_allocation(
+        masks.prunable_leaves(survival["first"], jax.tree.map(lambda p: p[0], seeds.params)), config.rounds,
+        source_depth(source_setup, seeds))
+    pruners = {method_of[label]: pruner(predictors[label], allocation, main_options(config)) for label in labels}
+    pruners |= {name: pruner(predictors[main_label], allocation, options) for name, options in variants.items()}
     tables = {}
     for (model, dataset), setup in setups.items():
-        chosen = labels if (model, dataset) == target else [main_label]
+        chosen = [*pruners] if (model, dataset) == target else ["autosparse", *variants]
         tables[(model, dataset)] = compare(for_target(config, model, dataset), setup,
-                                           {method_of[label]: predictors[label] for label in chosen}, log,
+                                           {name: pruners[name] for name in chosen}, log,
                                            os.path.join(checkpoints, f"imp_{model}_{dataset}"))
         log(f"{model} on {dataset}, test accuracy (mean ± std over seeds):\n{summary(tables[(model, dataset)])}")
 
-    compared = (*config.methods, "autosparse")
+    compared = (*config.methods, "autosparse", *variants)
     by_method = {(r["method"], r["sparsity"]): r for r in tables[target]}
     main_rows = [r for r in tables[target] if r["method"] in compared]
     ablation = [{"features": label, "prediction_spearman": spearman[label], **by_method[(method_of[label], s)]}
