@@ -22,6 +22,8 @@ def get_config():
     c.num_seeds = 4  # the predictor trains on seeds 0..n-2; seed n-1 is held out (prediction_spearman)
     c.rounds = 8  # IRP rounds: survival counts in 0..rounds
     c.prune_fraction = 0.4  # of the survivors per round (source IRP and IMP); 0.6^8 = 1.7% left
+    c.irp_schedule = "geometric"  # source IRP: or 'linear', equal shares of the original weights to 0.6^8 (reference)
+    c.irp_criterion = "magnitude"  # source IRP prunes by |θ| or 'snip' on the trained weights (reference); IMP: |θ|
     # Predictor: 'mlp' (per weight) or 'backbone' (encoder -> residual 1-D convs along a layer -> decoder).
     c.predictor = "mlp"
     c.predictor_hidden = (64, 64)

@@ -1,6 +1,7 @@
 """Experiment ``autosparse``: learn pruning at initialization from iterative rewind pruning (Liu, Cheng et al. 2024).
 
-1. Source IRP: ``rounds`` rounds of ``prune_fraction`` (:func:`jaxprune.irp.schedule`) on ``model``/``dataset`` for
+1. Source IRP: ``rounds`` rounds of ``prune_fraction`` (:func:`jaxprune.irp.schedule`, ``irp_schedule`` geometric or
+   linear; pruning by ``irp_criterion``, magnitude or SNIP on the trained weights) on ``model``/``dataset`` for
    every seed, run twice from the same initial weights with two data orders. ``ccc``: the mean over seeds of
    Lin's concordance correlation between the two runs' survival scores c / rounds.
 2. Dataset: one row per prunable weight of every seed's first run (:func:`jaxprune.autosparse.build_dataset`,
@@ -90,6 +91,8 @@ def validate(config) -> None:
     check_choice(config, "target_dataset", ("",) + data.DATASETS)
     for spec in config.transfer_targets:
         parse_target(spec)
+    check_choice(config, "irp_criterion", irp.CRITERIA)
+    check_choice(config, "irp_schedule", irp.SCHEDULES)
     check_choice(config, "autosparse_allocation", autosparse.ALLOCATIONS)
     check_positive_int(config, "autosparse_iterations")
     for spec in config.variants:
@@ -129,9 +132,10 @@ def source_depth(setup: common.Setup, seeds: common.Seeds) -> tuple[int, ...]:
 
 
 def for_target(config, model: str, dataset: str):
-    """A copy of ``config`` that trains ``model`` on ``dataset``."""
+    """A copy of ``config`` that trains ``model`` on ``dataset``, its IMP pruning by magnitude (``irp_criterion``
+    is the source IRP's)."""
     target = config.copy_and_resolve_references()
-    target.model, target.dataset = model, dataset
+    target.model, target.dataset, target.irp_criterion = model, dataset, "magnitude"
     return target
 
 
@@ -154,7 +158,8 @@ def source_irp(config, setup: common.Setup, log,
     replay = seeds._replace(order_keys=other_order)
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tuple(seeds), tuple(replay))
     state, history, _ = irp_experiment.run_rounds(
-        config, setup, irp.schedule(config.prune_fraction, config.rounds), log, seeds=common.Seeds(*setup.shard(both)),
+        config, setup, irp.schedule(config.prune_fraction, config.rounds, kind=config.irp_schedule), log,
+        seeds=common.Seeds(*setup.shard(both)),
         checkpoint_dir=checkpoint_dir)
     state = parallel.to_host(state)
     n = config.num_seeds
@@ -283,7 +288,8 @@ def summary(rows: list[dict]) -> str:
 def dataset_source(config, rows: autosparse.Dataset, layer_names: list[str]) -> dict:
     """The ``source`` record of the dataset file: where the rows come from and what their columns are."""
     keys = ("model", "dataset", "widths", "data_seed", "num_examples", "label_noise", "seed", "num_seeds", "rounds",
-            "prune_fraction", "rewind_step", "scope", "epochs", "batch_size", "optimizer", "learning_rate")
+            "prune_fraction", "irp_criterion", "irp_schedule", "rewind_step", "scope", "epochs", "batch_size",
+            "optimizer", "learning_rate")
     return {**{k: config[k] for k in keys}, "rows_per_seed": int(rows["y"].shape[1]),
             "row_order": "seed, then prunable layer (leaf order, names in layer_names), then flat index",
             "feature_columns": autosparse.FEATURES + autosparse.DESCRIPTORS, "layer_names": layer_names,
