@@ -25,8 +25,10 @@ def get_config():
     c.irp_schedule = "geometric"  # source IRP: or 'linear', equal shares of the original weights to 0.6^8 (reference)
     c.irp_criterion = "magnitude"  # source IRP prunes by |θ| or 'snip' on the trained weights (reference); IMP: |θ|
     # Predictor: 'mlp' (per weight) or 'backbone' (encoder -> residual 1-D convs along a layer -> decoder).
-    c.predictor = "mlp"
+    c.predictor = "mlp"  # or 'mlp_bn' (Dense-BatchNorm-ReLU; reference: hidden (16, 64, 1024, 1024, 64)), 'backbone'
     c.predictor_hidden = (64, 64)
+    c.predictor_objective = "mse"  # or 'rank': pairwise logistic loss within a layer
+    c.gradient = "batch"  # gradient feature on pai_batches batches, or 'train_set': summed over it (reference)
     c.predictor_steps = 1000
     c.predictor_batch_size = 4096
     c.predictor_learning_rate = 1e-3
@@ -38,8 +40,9 @@ def get_config():
     # densities 'uniform', 'erk' or 'irp' (those the source IRP reaches at that sparsity), in `iterations` steps.
     c.autosparse_allocation = "global"
     c.autosparse_iterations = 1
-    # Variants compared with it on the same held-out seeds ('key=value,...' overriding the two options above).
-    c.variants = ("allocation=erk", "allocation=irp", "allocation=irp,iterations=5")
+    # Variants compared with it on the same held-out seeds ('key=value,...' overriding the two options above or
+    # predictor_objective).
+    c.variants = ("allocation=erk", "allocation=irp", "allocation=irp,objective=rank", "allocation=irp,iterations=5")
     # Target: prune at init and train; "" = the source model / dataset. Transfer: 'model:dataset' entries.
     c.target_model = ""
     c.target_dataset = ""

@@ -24,21 +24,29 @@ layer, then by row-major flat index within the layer, with arrays
 
 Predictors (:func:`train_predictor`), selected by ``kind``:
 
-* ``'mlp'``: the reference's per-weight network, standardized features → ReLU layers ``hidden`` → score.
-* ``'backbone'``: the reference's "MLP encoder → ResNet backbone → MLP decoder", in 1-D. The same ReLU
-  encoder embeds each weight into ``hidden[-1]`` channels; the rows of one layer, in flat-index order, form
-  a sequence (the paper's "image" of a layer's weights) that passes through :data:`BACKBONE_BLOCKS`
-  pre-activation residual blocks h ← h + conv(relu(conv(relu(h)))) of 1-D convolutions (kernel
-  :data:`BACKBONE_KERNEL`, SAME padding); a ReLU and a linear head decode every position to a score. So
-  a weight's score may depend on its neighbours in the same layer (for a Dense kernel [in, out]: weights
-  leaving the same input unit), as the paper's CNN backbone lets it, at a cost small enough for a CPU.
-  The network is fully convolutional: trained on windows of ``window`` consecutive rows of one layer,
-  it scores a whole layer at once, so :func:`predict` must get the rows of ONE layer in flat-index order.
+* ``'mlp'``: a per-weight network, standardized features → ReLU layers ``hidden`` → score.
+* ``'mlp_bn'``: the reference's "fc" predictor, Dense → BatchNorm → ReLU for every width in ``hidden`` (the
+  reference: 2→16→64→1024→1024→64→1, i.e. ``hidden=(16, 64, 1024, 1024, 64)``) → score.
+* ``'backbone'``: NOT the reference's image predictor. The reference's "resnet18" predictor embeds each weight
+  ALONE (MLP 2→64→3072) into one 3×32×32 "image" per weight and passes it through a ResNet-18 with one output,
+  so a weight's score depends on its own features only; that costs a ResNet-18 forward pass per weight (meant
+  for a GPU) and is not implemented here. This ``'backbone'`` is a cheap 1-D alternative: the ReLU encoder embeds
+  each weight into ``hidden[-1]`` channels; the rows of one layer, in flat-index order, form a sequence that
+  passes through :data:`BACKBONE_BLOCKS` pre-activation residual blocks h ← h + conv(relu(conv(relu(h)))) of 1-D
+  convolutions (kernel :data:`BACKBONE_KERNEL`, SAME padding); a ReLU and a linear head decode every position to
+  a score. So a weight's score may depend on its neighbours in the same layer (for a Dense kernel [in, out]:
+  weights leaving the same input unit). The network is fully convolutional: trained on windows of ``window``
+  consecutive rows of one layer, it scores a whole layer at once, so :func:`predict` must get the rows of ONE
+  layer in flat-index order.
 
-Both minimize the mean squared error to y with Adam on minibatches sampled by ``lax.scan``; inputs are
-standardized per feature with the training rows' mean and standard deviation, stored in the state.
-A trained predictor scores a network at init (:func:`score`) and prunes it once to a sparsity (:func:`prune`,
-the ``'autosparse'`` method of :mod:`jaxprune.experiments.masking`); :func:`select_features` cuts a dataset
+All minimize the mean squared error to y (or, ``objective='rank'``, a pairwise ranking loss within a layer) with
+Adam on minibatches sampled by ``lax.scan``; inputs are standardized per feature with the training rows' mean and
+standard deviation, stored in the state. The gradient feature is ∂L/∂θ on a batch (:func:`init_gradients`) or, as
+the reference, summed over the whole training set in eval mode (:func:`train_set_gradients`).
+A trained predictor scores a network at init (:func:`score`) and a :class:`Pruner` prunes it to a sparsity
+(:func:`prune`, the ``'autosparse'`` method of :mod:`jaxprune.experiments.masking`): one global threshold (the
+reference) or per layer with uniform, ERK or IRP's own per-layer densities (:func:`irp_densities`), in one or
+several steps; :func:`select_features` cuts a dataset
 built with every feature down to an ablation's columns.
 Every function is pure and written for one network; lift it with ``jax.vmap`` over seeds.
 """
@@ -64,7 +72,10 @@ PyTree = Any
 Dataset = dict[str, Any]
 FEATURES = ("param", "grad")
 DESCRIPTORS = ("depth", "log_fan_in", "log_fan_out", "kind")
-KINDS = ("mlp", "backbone")
+KINDS = ("mlp", "mlp_bn", "backbone")
+OBJECTIVES = ("mse", "rank")
+GRADIENTS = ("batch", "train_set")
+TRAIN_SET_BATCH = 256  # 'train_set' gradient: summed over batches of this size, as the reference
 BACKBONE_BLOCKS = 2
 BACKBONE_KERNEL = 5
 FORMAT_VERSION = 1
@@ -236,16 +247,22 @@ def load_dataset(path: str) -> tuple[Dataset, dict]:
 class ScoreNet(nn.Module):
     """[N, W, F] standardized features -> [N, W] scores: ReLU encoder, residual 1-D conv blocks, linear head.
 
-    With ``conv_blocks = 0`` this is the per-weight MLP (the final ReLU is then a no-op).
+    With ``conv_blocks = 0`` this is the per-weight MLP (the final ReLU is then a no-op); ``batch_norm`` puts a
+    BatchNorm between every hidden Dense and its ReLU (the reference's "fc" predictor; batch statistics when
+    ``train``, running averages otherwise).
     """
 
     hidden: tuple[int, ...]
     conv_blocks: int
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = nn.relu(x)
         for _ in range(self.conv_blocks):
             h = nn.Conv(self.hidden[-1], (BACKBONE_KERNEL,), padding="SAME")(nn.relu(x))
             x = x + nn.Conv(self.hidden[-1], (BACKBONE_KERNEL,), padding="SAME")(nn.relu(h))
@@ -254,7 +271,8 @@ class ScoreNet(nn.Module):
 
 @struct.dataclass
 class PredictorState:
-    """A trained predictor: network params, feature standardization (mean, std [F]) and static config."""
+    """A trained predictor: network variables ({'params'} and, for 'mlp_bn', {'batch_stats'}), feature
+    standardization (mean, std [F]) and static config (``gradient``: how its gradient feature is taken)."""
 
     params: PyTree
     mean: jax.Array
@@ -263,10 +281,11 @@ class PredictorState:
     hidden: tuple[int, ...] = struct.field(pytree_node=False)
     feature_set: tuple[str, ...] = struct.field(pytree_node=False)
     descriptors: bool = struct.field(pytree_node=False)
+    gradient: str = struct.field(pytree_node=False, default="batch")
 
     @property
     def network(self) -> ScoreNet:
-        return ScoreNet(self.hidden, BACKBONE_BLOCKS if self.kind == "backbone" else 0)
+        return ScoreNet(self.hidden, BACKBONE_BLOCKS if self.kind == "backbone" else 0, self.kind == "mlp_bn")
 
 
 def standardization(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -294,7 +313,8 @@ def window_sampler(layer: jax.Array, index: jax.Array, window: int) -> Callable[
 
 @functools.partial(
     jax.jit,
-    static_argnames=("kind", "hidden", "steps", "batch_size", "feature_set", "descriptors", "window"),
+    static_argnames=("kind", "hidden", "steps", "batch_size", "feature_set", "descriptors", "window", "objective",
+                     "gradient"),
 )
 def train_predictor(
     dataset: Dataset,
@@ -308,8 +328,15 @@ def train_predictor(
     feature_set: tuple[str, ...] = FEATURES,
     descriptors: bool = True,
     window: int = 64,
+    objective: str = "mse",
+    gradient: str = "batch",
 ) -> PredictorState:
     """Fits a predictor y ≈ f((x - mean) / std) by Adam on the mean squared error, ``steps`` minibatches.
+
+    ``objective='rank'``: instead of the squared error, the pairwise logistic (RankNet) loss within a layer,
+    mean over the pairs (i, π(i)) of the minibatch (π a random permutation) that share a layer and differ in y of
+    log(1 + exp(−sign(y_i − y_j)(f_i − f_j))): only the order of the scores within each layer is learned, which is
+    all a layerwise allocation uses. ``gradient`` is only recorded (how the dataset's gradient column was taken).
 
     ``feature_set``/``descriptors`` must be those the dataset was built with (they define F and are used
     again by :func:`score`). 'mlp' samples ``batch_size`` rows uniformly; 'backbone' samples
@@ -317,6 +344,8 @@ def train_predictor(
     """
     if kind not in KINDS:
         raise ConfigError(f"kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    if objective not in OBJECTIVES or gradient not in GRADIENTS:
+        raise ConfigError(f"objective={objective!r}, gradient={gradient!r}: allowed {OBJECTIVES}, {GRADIENTS}")
     if not hidden or min(hidden) < 1:
         raise ConfigError(f"hidden={hidden!r} must be a non-empty tuple of positive layer widths")
     x, y = jnp.asarray(dataset["x"], jnp.float32), jnp.asarray(dataset["y"], jnp.float32)
@@ -330,25 +359,36 @@ def train_predictor(
         raise ConfigError(f"window={window!r} must be between 1 and the number of rows {x.shape[0]}")
     mean, std = standardization(x)
     x = (x - mean) / std
-    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors)
+    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors, gradient)
     net, optimizer = state.network, optax.adam(learning_rate)
     init_key, key = jax.random.split(key)
-    params = net.init(init_key, x[None, :span])
+    variables = net.init(init_key, x[None, :span])
     offsets = jnp.arange(span)
-    sample_starts = window_sampler(jnp.asarray(dataset["layer"]), jnp.asarray(dataset["index"]), span)
+    layer = jnp.asarray(dataset["layer"])
+    sample_starts = window_sampler(layer, jnp.asarray(dataset["index"]), span)
 
-    def loss_fn(p: PyTree, rows: jax.Array) -> jax.Array:
-        return jnp.mean((net.apply(p, x[rows]) - y[rows]) ** 2)
+    def loss_fn(p: PyTree, stats: PyTree, rows: jax.Array, pair_key: jax.Array):
+        out, updates = net.apply({"params": p, **stats}, x[rows], train=True, mutable=list(stats))
+        if objective == "mse":
+            return jnp.mean((out - y[rows]) ** 2), updates
+        f, t, group = out.ravel(), y[rows].ravel(), layer[rows].ravel()
+        j = jax.random.permutation(pair_key, f.size)
+        valid = (group == group[j]) & (t != t[j])
+        pair_loss = jax.nn.softplus(-jnp.sign(t - t[j]) * (f - f[j]))
+        return jnp.sum(jnp.where(valid, pair_loss, 0.0)) / jnp.maximum(jnp.sum(valid), 1), updates
 
     def step(carry, step_key):
-        p, opt_state = carry
-        starts = sample_starts(step_key, max(batch_size // span, 1))
-        grads = jax.grad(loss_fn)(p, starts[:, None] + offsets)
+        p, stats, opt_state = carry
+        sample_key, pair_key = jax.random.split(step_key)
+        starts = sample_starts(sample_key, max(batch_size // span, 1))
+        grads, stats = jax.grad(loss_fn, has_aux=True)(p, stats, starts[:, None] + offsets, pair_key)
         updates, opt_state = optimizer.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), None
+        return (optax.apply_updates(p, updates), stats, opt_state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(key, steps))
-    return state.replace(params=params)
+    params, stats = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    carry = (params, stats, optimizer.init(params))
+    (params, stats, _), _ = jax.lax.scan(step, carry, jax.random.split(key, steps))
+    return state.replace(params={"params": params, **stats})
 
 
 def predict(state: PredictorState, x: jax.Array) -> jax.Array:
@@ -358,14 +398,39 @@ def predict(state: PredictorState, x: jax.Array) -> jax.Array:
     return state.network.apply(state.params, ((x - state.mean) / state.std)[None])[0]
 
 
-def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key: jax.Array) -> PyTree:
+def train_set_gradients(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, data,
+                        batch_size: int = TRAIN_SET_BATCH) -> PyTree:
+    """Σ_b ∂L_b/∂θ over the whole training set ``data = (x, labels)`` in batches of ``batch_size`` in order (the
+    last one partial), L_b the mean cross-entropy of batch b: the reference's gradient feature (``apply_fn`` in
+    eval mode). Batches run one at a time in ``lax.scan``; padding examples have weight 0."""
+    x, labels = data
+    n = x.shape[0]
+    batches = -(-n // batch_size)
+    pad = batches * batch_size - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(batches, batch_size, *x.shape[1:])
+    ys = jnp.concatenate([labels, jnp.zeros((pad,), labels.dtype)]).reshape(batches, batch_size)
+    real = (jnp.arange(batches * batch_size) < n).reshape(batches, batch_size)
+    weights = real / jnp.sum(real, axis=1, keepdims=True)
+
+    def add(total, batch):
+        bx, by, w = batch
+        loss = lambda p: jnp.sum(w * optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, bx), by))  # noqa: E731
+        return jax.tree.map(jnp.add, total, jax.grad(loss)(params)), None
+
+    return jax.lax.scan(add, jax.tree.map(jnp.zeros_like, params), (xs, ys, weights))[0]
+
+
+def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key: jax.Array,
+          grads: PyTree | None = None) -> PyTree:
     """AutoSparse PaI scores, shaped like params: predicted survival score on prunable leaves, 0 elsewhere.
 
-    Features are those the predictor was trained on, gradients from :func:`init_gradients` on ``batch``,
-    depths from :func:`execution_order`. Deterministic: ``key`` is unused, kept for the common PaI signature.
+    Features are those the predictor was trained on, gradients ``grads`` if given, else from
+    :func:`init_gradients` on ``batch``; depths from :func:`execution_order`. Deterministic: ``key`` is unused,
+    kept for the common PaI signature.
     """
     del key
-    grads = init_gradients(apply_fn, params, batch) if "grad" in state.feature_set else None
+    if grads is None and "grad" in state.feature_set:
+        grads = init_gradients(apply_fn, params, batch)
     depth = execution_order(apply_fn, params, batch[0]) if state.descriptors else None
     feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors, depth=depth)
     predicted = iter([predict(state, f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1]) for f in feats])
@@ -461,11 +526,14 @@ def prune(
     sparsity: float | jax.Array,
     *,
     invert: bool = False,
+    train_data=None,
 ) -> PyTree:
     """AutoSparse mask: keep the weights with the highest predicted survival score (:func:`score`).
 
     ``batches = (x, y)`` [B, batch, ...] as for :func:`jaxprune.pai.prune`, merged into one batch of B·batch
-    examples, so the gradient feature is ∂L/∂θ of the mean loss over all of them. ``invert`` keeps the lowest.
+    examples, so the gradient feature is ∂L/∂θ of the mean loss over all of them; for a predictor whose
+    ``gradient`` is 'train_set', :func:`train_set_gradients` of ``train_data`` (x, labels) instead.
+    ``invert`` keeps the lowest.
     With ``pruner.iterations`` = T > 1 (iterative AutoSparse, as iterative SynFlow / SNIP-it): step t = 1..T
     scores θ ⊙ m_{t−1} (the gradient feature recomputed on the masked network, survivors' θ₀ unchanged), keeps the
     top survivors at density d^(t/T) (d = 1 − sparsity; the last step exactly d) and intersects with m_{t−1}.
@@ -479,8 +547,12 @@ def prune(
                           f"iterations={pruner.iterations!r} >= 1")
     density = 1.0 - jnp.asarray(sparsity, jnp.float32)
     mask = masks.ones(params)
+    if state.gradient == "train_set" and train_data is None:
+        raise ConfigError("the predictor's gradient feature is 'train_set': prune(..., train_data=(x, labels))")
     for t in range(1, pruner.iterations + 1):
-        scores = jax.tree.map(lambda s: sign * s, score(state, apply_fn, masks.apply(params, mask), batch, None))
+        masked = masks.apply(params, mask)
+        grads = train_set_gradients(apply_fn, masked, train_data) if state.gradient == "train_set" else None
+        scores = jax.tree.map(lambda s: sign * s, score(state, apply_fn, masked, batch, None, grads))
         step_sparsity = sparsity if t == pruner.iterations else 1.0 - density ** (t / pruner.iterations)
         new = _step_mask(pruner, masks.restrict(scores, mask), params, step_sparsity, depth)
         mask = jax.tree.map(jnp.logical_and, new, mask)

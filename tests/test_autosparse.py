@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import autosparse, masks
+from jaxprune import autosparse, masks, stats
 from jaxprune.errors import ConfigError
 
 ROUNDS = 5
@@ -278,3 +278,43 @@ def test_iterative_autosparse_hits_sparsity_and_transfer_allocation_follows_dept
     np.testing.assert_allclose(autosparse.transfer_allocation(d, jnp.array([0.5, 1.0, 0.0]), (1, 2, 0)), d)
     np.testing.assert_allclose(autosparse.transfer_allocation(d, jnp.array([0.0, 0.5, 1.0]), (0, 1, 2, 3, 4)),
                                [0.1, 0.3, 0.5, 0.35, 0.2])
+
+
+def test_rank_objective_learns_the_order_within_each_layer():
+    """objective='rank' fits the within-layer order of y (a shift per layer is invisible to it)."""
+    rows = synthetic_rows(jax.random.PRNGKey(2), 8000)
+    rows["y"] = rows["y"] + 5.0 * rows["layer"]  # layer offsets a pairwise loss within a layer cannot see
+    test = synthetic_rows(jax.random.PRNGKey(3), 2000)
+    state = autosparse.train_predictor(rows, jax.random.PRNGKey(4), hidden=(16,), steps=300, batch_size=512,
+                                       learning_rate=1e-2, feature_set=("param", "grad"), descriptors=False,
+                                       objective="rank")
+    predicted = autosparse.predict(state, test["x"])
+    for layer in (0, 1):
+        keep = test["layer"] == layer
+        assert float(stats.spearman(predicted[keep], test["y"][keep])) > 0.95
+
+
+def test_train_set_gradients_sum_the_batch_means():
+    """Σ_b ∂ mean_b CE / ∂θ over batches of 256 in order, the last partial: against init_gradients per batch."""
+    kx, ky, kw = jax.random.split(jax.random.PRNGKey(1), 3)
+    x, labels = jax.random.normal(kx, (600, 5)), jax.random.randint(ky, (600,), 0, 4)
+    params = {"kernel": jax.random.normal(kw, (5, 4))}
+    apply_fn = lambda p, x: x @ p["kernel"]  # noqa: E731
+    total = autosparse.train_set_gradients(apply_fn, params, (x, labels))
+    expected = sum(np.asarray(autosparse.init_gradients(apply_fn, params, (x[i:i + 256], labels[i:i + 256]))["kernel"],
+                              np.float64) for i in (0, 256, 512))
+    np.testing.assert_allclose(total["kernel"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_prune_takes_the_train_set_gradient_when_the_predictor_was_trained_on_it(net):
+    apply_fn, params, batch = net
+    grads = autosparse.init_gradients(apply_fn, params, batch)
+    data = autosparse.build_dataset(params, grads, planted_survival(params), ROUNDS)
+    state = autosparse.train_predictor(data, jax.random.PRNGKey(5), hidden=(8,), steps=20, gradient="train_set")
+    batches = jax.tree.map(lambda a: a[None, :2], batch)  # a small scoring batch: must not be used
+    mask = autosparse.prune(autosparse.Pruner(state), apply_fn, params, batches, 0.7, train_data=batch)
+    full = autosparse.train_set_gradients(apply_fn, params, batch)
+    expected = masks.from_scores(autosparse.score(state, apply_fn, params, batch, None, full), params, 0.7)
+    assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(expected)))
+    with pytest.raises(ConfigError, match="train_set"):
+        autosparse.prune(autosparse.Pruner(state), apply_fn, params, batches, 0.7)

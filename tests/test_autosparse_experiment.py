@@ -22,8 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset="gaussian", num_examples=192, num_test=96, input_dim=8, num_classes=3, widths=(16,), epochs=1,
             batch_size=32, num_seeds=2, rounds=2, sparsities=(0.5, 0.9), methods=("random",),
             ablations=("param", "param+grad"), predictor_hidden=(8,), predictor_steps=10, predictor_batch_size=256,
-            transfer_targets=("lenet300_100:gaussian",), variants=("allocation=irp,iterations=2",),
-            irp_criterion="snip", irp_schedule="linear")
+            transfer_targets=("lenet300_100:gaussian",), variants=("allocation=irp,iterations=2,objective=rank",),
+            irp_criterion="snip", irp_schedule="linear", gradient="train_set", predictor="mlp_bn")
 
 
 def untrained_predictor(feature_set=autosparse.FEATURES, descriptors=True) -> autosparse.PredictorState:
@@ -228,6 +228,8 @@ def test_comparisons_train_only_held_out_initializations(tiny_run):
     ("variants", ("scope=global",), "variants"),
     ("autosparse_allocation", "layerwise", "autosparse_allocation"),
     ("irp_criterion", "grasp", "irp_criterion"),
+    ("gradient", "hessian", "gradient"),
+    ("predictor_objective", "huber", "predictor_objective"),
     ("irp_schedule", "cosine", "irp_schedule"),
 ])
 def test_validate_rejects_bad_keys(key, value, match):

@@ -6,10 +6,12 @@
    Lin's concordance correlation between the two runs' survival scores c / rounds.
 2. Dataset: one row per prunable weight of every seed's first run (:func:`jaxprune.autosparse.build_dataset`,
    every feature and descriptor, depths in execution order, ∂L/∂θ on the seed's ``pai_batches`` scoring batches
-   merged), written to ``autosparse_dataset.npz``; its ``source`` records the IRP config and the columns.
-3. Predictors (``predictor`` 'mlp' | 'backbone'), one per feature set (``feature_set`` and each of
-   ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's ρ between
-   predicted and true survival scores of the held-out last seed's weights.
+   merged, or summed over the whole training set), written to ``autosparse_dataset.npz``; its ``source`` records
+   the IRP config and the columns.
+3. Predictors (``predictor`` 'mlp' | 'mlp_bn' | 'backbone', ``predictor_objective`` mse | rank; ``gradient``
+   'batch' or 'train_set', the reference's sum over the whole training set), one per feature set (``feature_set``
+   and each of ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's
+   ρ between predicted and true survival scores of the held-out last seed's weights.
 4. Comparison on the target (``target_model``/``target_dataset``, "" = the source's), on HELD-OUT seeds
    (:func:`held_out`: initial weights and data orders from another ``fold_in`` stream, never seen by the predictor):
    masks of every method in ``methods`` and of ``autosparse`` (:func:`jaxprune.experiments.masking.method_masks`)
@@ -92,6 +94,8 @@ def validate(config) -> None:
     for spec in config.transfer_targets:
         parse_target(spec)
     check_choice(config, "irp_criterion", irp.CRITERIA)
+    check_choice(config, "predictor_objective", autosparse.OBJECTIVES)
+    check_choice(config, "gradient", autosparse.GRADIENTS)
     check_choice(config, "irp_schedule", irp.SCHEDULES)
     check_choice(config, "autosparse_allocation", autosparse.ALLOCATIONS)
     check_positive_int(config, "autosparse_iterations")
@@ -100,8 +104,10 @@ def validate(config) -> None:
 
 
 def main_options(config) -> dict:
-    """The main AutoSparse method's pruning options (``autosparse_allocation``, ``autosparse_iterations``)."""
-    return {"allocation": config.autosparse_allocation, "iterations": config.autosparse_iterations}
+    """The main AutoSparse method's options (``autosparse_allocation``, ``autosparse_iterations``,
+    ``predictor_objective``)."""
+    return {"allocation": config.autosparse_allocation, "iterations": config.autosparse_iterations,
+            "objective": config.predictor_objective}
 
 
 def parse_variant(spec: str) -> dict:
@@ -113,9 +119,12 @@ def parse_variant(spec: str) -> dict:
             out[key] = value
         elif key == "iterations" and value.isdigit() and int(value) >= 1:
             out[key] = int(value)
+        elif key == "objective" and value in autosparse.OBJECTIVES:
+            out[key] = value
         else:
             raise ConfigError(f"config.variants entry {spec!r}: {item!r} must be allocation=<"
-                              f"{'|'.join(autosparse.ALLOCATIONS)}> or iterations=<positive integer>, ','-joined")
+                              f"{'|'.join(autosparse.ALLOCATIONS)}>, iterations=<positive integer> or objective=<"
+                              f"{'|'.join(autosparse.OBJECTIVES)}>, ','-joined")
     return out
 
 
@@ -175,7 +184,8 @@ def seed_rows(config, setup: common.Setup, seeds: common.Seeds, survival) -> aut
     def one_seed(params, batch_stats, key, counts):
         apply_fn = train.apply_fn_for(setup.model, batch_stats)
         batch = gradient_batch(config, setup, key)
-        grads = autosparse.init_gradients(apply_fn, params, batch)
+        grads = (autosparse.train_set_gradients(apply_fn, params, (setup.train_data.x, setup.train_data.y))
+                 if config.gradient == "train_set" else autosparse.init_gradients(apply_fn, params, batch))
         depth = autosparse.execution_order(apply_fn, params, batch[0])
         return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth)
 
@@ -188,13 +198,15 @@ def flat_survival(survival, params) -> np.ndarray:
     return np.concatenate([np.asarray(c).reshape(c.shape[0], -1) for c in leaves], axis=1)
 
 
-def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...], key) -> autosparse.PredictorState:
-    """A predictor on the columns of ``feature_set`` of the training ``rows`` (seed axis already merged)."""
+def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...], key,
+                  objective: str | None = None) -> autosparse.PredictorState:
+    """A predictor on the columns of ``feature_set`` of the training ``rows`` (seed axis already merged), trained
+    on ``objective`` (default ``config.predictor_objective``)."""
     return autosparse.train_predictor(
         autosparse.select_features(rows, feature_set, config.descriptors), key, kind=config.predictor,
         hidden=tuple(config.predictor_hidden), steps=config.predictor_steps, batch_size=config.predictor_batch_size,
         learning_rate=config.predictor_learning_rate, feature_set=feature_set, descriptors=config.descriptors,
-        window=config.predictor_window)
+        window=config.predictor_window, objective=objective or config.predictor_objective, gradient=config.gradient)
 
 
 def predict_rows(predictor: autosparse.PredictorState, rows: autosparse.Dataset) -> np.ndarray:
@@ -293,8 +305,10 @@ def dataset_source(config, rows: autosparse.Dataset, layer_names: list[str]) -> 
     return {**{k: config[k] for k in keys}, "rows_per_seed": int(rows["y"].shape[1]),
             "row_order": "seed, then prunable layer (leaf order, names in layer_names), then flat index",
             "feature_columns": autosparse.FEATURES + autosparse.DESCRIPTORS, "layer_names": layer_names,
-            "gradient": f"d mean cross-entropy / d theta at init on {config.pai_batches} x {config.batch_size} "
-                        "training examples", "target": "survival count / rounds"}
+            "gradient": (f"sum over the whole training set in batches of {autosparse.TRAIN_SET_BATCH} of d mean "
+                         "cross-entropy / d theta at init (eval mode)" if config.gradient == "train_set" else
+                         f"d mean cross-entropy / d theta at init on {config.pai_batches} x {config.batch_size} "
+                         "training examples"), "target": "survival count / rounds"}
 
 
 def run(config, workdir: str) -> dict:
@@ -333,7 +347,10 @@ def run(config, workdir: str) -> dict:
         masks.prunable_leaves(survival["first"], jax.tree.map(lambda p: p[0], seeds.params)), config.rounds,
         source_depth(source_setup, seeds))
     pruners = {method_of[label]: pruner(predictors[label], allocation, main_options(config)) for label in labels}
-    pruners |= {name: pruner(predictors[main_label], allocation, options) for name, options in variants.items()}
+    objectives = {o["objective"] for o in variants.values()} - {config.predictor_objective}
+    by_objective = {config.predictor_objective: predictors[main_label]} | {
+        o: fit_predictor(config, training_rows, config.feature_set, key, o) for o in sorted(objectives)}
+    pruners |= {name: pruner(by_objective[o["objective"]], allocation, o) for name, o in variants.items()}
     tables = {}
     for (model, dataset), setup in setups.items():
         chosen = [*pruners] if (model, dataset) == target else ["autosparse", *variants]

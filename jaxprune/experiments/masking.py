@@ -58,7 +58,8 @@ def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key,
     batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
     apply_fn = train.apply_fn_for(setup.model, batch_stats)
     if method == "autosparse":
-        return autosparse.prune(predictor, apply_fn, params, batches, sparsity, invert=invert)
+        return autosparse.prune(predictor, apply_fn, params, batches, sparsity, invert=invert,
+                                train_data=(data.x, data.y))
     return pai.prune(method, apply_fn, params, batches, score_key, sparsity, scope=config.scope,
                      allocation=config.allocation, rounds=config.synflow_rounds if method == "synflow" else 1,
                      temperature=config.grasp_temperature, invert=invert)
