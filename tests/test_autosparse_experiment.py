@@ -240,7 +240,37 @@ def test_validate_rejects_bad_keys(key, value, match):
 def test_cli_reports_bad_config_in_one_line(tmp_path):
     """Passes once the lead registers the experiment in jaxprune/experiments/__init__.py."""
     out = subprocess.run(
-        [sys.executable, "-m", "jaxprune.main", "--config=configs/autosparse.py", f"--workdir={tmp_path}/run",
+        [sys.executable, "-m", "jaxprune.main", "--config=configs/autosparse.py:paper", f"--workdir={tmp_path}/run",
          "--config.predictor=resnet"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "config.predictor='resnet'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_paper_preset_is_the_reference_protocol_and_runs_tiny_on_mock_cifar(run_experiment):
+    """The 'paper' preset (README's GPU command) at a tiny size: its protocol options (SNIP IRP criterion, linear
+    schedule to 1%, train-set gradient, BatchNorm MLP, CIFAR-10 -> CIFAR-100) with small MLPs in place of
+    ResNet-18 / VGG-16 (whose CPU compile alone takes minutes), on TFDS mock data."""
+    import tensorflow_datasets as tfds
+
+    config = get_config("paper")
+    assert (config.model, config.dataset, config.target_model, tuple(config.transfer_targets)) == (
+        "resnet18", "cifar10", "vgg16", ("vgg16:cifar100",))
+    assert (config.irp_criterion, config.irp_schedule, config.gradient, config.predictor) == (
+        "snip", "linear", "train_set", "mlp_bn")
+    assert tuple(config.predictor_hidden) == (16, 64, 1024, 1024, 64) and config.rounds == 20
+    np.testing.assert_allclose((1 - config.prune_fraction) ** config.rounds, 0.01, rtol=2e-3)
+    config.update(dict(model="mlp", widths=(8,), target_model="mlp", transfer_targets=("mlp:cifar100",), epochs=1,
+                       rounds=2, batch_size=8, num_seeds=2, num_examples=32, num_test=8, pai_batches=1,
+                       predictor_hidden=(4,), predictor_steps=5, predictor_batch_size=64, sparsities=(0.5, 0.9),
+                       methods=("random",), ablations=(), variants=(), eval_batch_size=8))
+    validate_common(config)
+    with pytest.MonkeyPatch.context() as patch, tfds.testing.mock_data(num_examples=48):
+        patch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+        patch.setattr(tfds.core.DatasetInfo, "available_file_formats",
+                      lambda self: {tfds.core.file_adapters.FileFormat.ARRAY_RECORD})
+        config, workdir, results = run_experiment(experiment, config)
+    _, source = autosparse.load_dataset(os.path.join(workdir, "autosparse_dataset.npz"))
+    assert (source["dataset"], source["irp_criterion"], source["irp_schedule"]) == ("cifar10", "snip", "linear")
+    assert "whole training set" in source["gradient"] and results["target"]["dataset"] == "cifar10"
+    assert {r["target_dataset"] for r in results["transfer"]} == {"cifar100"}
+    assert {r["method"] for r in results["results"]} == {"random", "autosparse"}
