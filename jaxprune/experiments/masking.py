@@ -10,8 +10,9 @@ Methods:
   GraSP score on ``config.pai_batches`` batches drawn from the training set with each seed's own key;
 - after training: ``magnitude_after`` (train the dense net, keep the largest |θ_T|, rewind to θ_0) and ``imp``
   (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity);
-- learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``;
-  its gradient feature is taken on the same batches SNIP and GraSP score on).
+- learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``,
+  an :class:`~jaxprune.autosparse.Pruner`; its gradient feature is taken on the same batches SNIP and GraSP score
+  on, or on the whole training set).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key,
 
     ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
     place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
-    scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes once with ``predictor``'s
+    scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes with ``predictor``'s
     scores (:func:`jaxprune.autosparse.prune`, which the :class:`~jaxprune.autosparse.Pruner` configures: its
     allocation replaces ``config.scope``/``config.allocation``).
     """
