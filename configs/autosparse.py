@@ -46,6 +46,9 @@ def get_config(preset: str = ""):
     c.predictor = "mlp"  # or 'mlp_bn' (Dense-BatchNorm-ReLU; reference: hidden (16, 64, 1024, 1024, 64)), 'backbone'
     c.predictor_hidden = (64, 64)
     c.predictor_objective = "mse"  # or 'rank': pairwise logistic loss within a layer
+    # 'image' (GPU): each weight embedded alone into a size x size x 3 image, ResNet-18 of this stem width (reference)
+    c.predictor_image_size = 32
+    c.predictor_image_width = 64
     c.gradient = "batch"  # gradient feature on pai_batches batches, or 'train_set': summed over it (reference)
     c.predictor_steps = 1000
     c.predictor_batch_size = 4096

@@ -27,10 +27,12 @@ Predictors (:func:`train_predictor`), selected by ``kind``:
 * ``'mlp'``: a per-weight network, standardized features → ReLU layers ``hidden`` → score.
 * ``'mlp_bn'``: the reference's "fc" predictor, Dense → BatchNorm → ReLU for every width in ``hidden`` (the
   reference: 2→16→64→1024→1024→64→1, i.e. ``hidden=(16, 64, 1024, 1024, 64)``) → score.
-* ``'backbone'``: NOT the reference's image predictor. The reference's "resnet18" predictor embeds each weight
-  ALONE (MLP 2→64→3072) into one 3×32×32 "image" per weight and passes it through a ResNet-18 with one output,
-  so a weight's score depends on its own features only; that costs a ResNet-18 forward pass per weight (meant
-  for a GPU) and is not implemented here. This ``'backbone'`` is a cheap 1-D alternative: the ReLU encoder embeds
+* ``'image'``: the reference's "resnet18" predictor, meant for a GPU: each weight ALONE is embedded by a ReLU
+  MLP (``hidden``; the reference: 64) and a linear map to 3·s² values, reshaped to one s×s×3 "image" PER WEIGHT
+  (s = ``image_size``, 32 in the reference) and passed through a ResNet-18 (:class:`jaxprune.models.resnet.ResNet`,
+  stem ``image_width``, 64 in the reference; BatchNorm) with one output. A weight's score depends on its own
+  features only; every weight costs a ResNet-18 forward pass.
+* ``'backbone'``: NOT the reference's image predictor, a cheap 1-D alternative: the ReLU encoder embeds
   each weight into ``hidden[-1]`` channels; the rows of one layer, in flat-index order, form a sequence that
   passes through :data:`BACKBONE_BLOCKS` pre-activation residual blocks h ← h + conv(relu(conv(relu(h)))) of 1-D
   convolutions (kernel :data:`BACKBONE_KERNEL`, SAME padding); a ReLU and a linear head decode every position to
@@ -67,12 +69,14 @@ from jax.extend import core as jax_core
 
 from jaxprune import masks
 from jaxprune.errors import ConfigError
+from jaxprune.models.resnet import ResNet
 
 PyTree = Any
 Dataset = dict[str, Any]
 FEATURES = ("param", "grad")
 DESCRIPTORS = ("depth", "log_fan_in", "log_fan_out", "kind")
-KINDS = ("mlp", "mlp_bn", "backbone")
+KINDS = ("mlp", "mlp_bn", "backbone", "image")
+PREDICT_CHUNK = 4096  # 'image' predictor: rows per forward pass in predict (each row is one image)
 OBJECTIVES = ("mse", "rank")
 GRADIENTS = ("batch", "train_set")
 TRAIN_SET_BATCH = 256  # 'train_set' gradient: summed over batches of this size, as the reference
@@ -269,6 +273,24 @@ class ScoreNet(nn.Module):
         return nn.Dense(1)(nn.relu(x))[..., 0]
 
 
+class ImageScoreNet(nn.Module):
+    """[N, W, F] standardized features -> [N, W] scores: a ReLU MLP ``hidden`` and a linear map to 3·s² per row,
+    one s×s×3 image per row, a ResNet-18 of stem ``width`` with one output (the reference's "resnet18")."""
+
+    hidden: tuple[int, ...]
+    image_size: int
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        s = self.image_size
+        images = nn.Dense(3 * s * s)(x).reshape(-1, s, s, 3)
+        stages = tuple((self.width * 2 ** i, 2) for i in range(4))  # ResNet-18: BasicBlock [2, 2, 2, 2]
+        return ResNet(self.width, stages, 1)(images, train).reshape(x.shape[:-1])
+
+
 @struct.dataclass
 class PredictorState:
     """A trained predictor: network variables ({'params'} and, for 'mlp_bn', {'batch_stats'}), feature
@@ -282,9 +304,12 @@ class PredictorState:
     feature_set: tuple[str, ...] = struct.field(pytree_node=False)
     descriptors: bool = struct.field(pytree_node=False)
     gradient: str = struct.field(pytree_node=False, default="batch")
+    image: tuple[int, int] = struct.field(pytree_node=False, default=(32, 64))  # 'image': (size, ResNet width)
 
     @property
-    def network(self) -> ScoreNet:
+    def network(self) -> nn.Module:
+        if self.kind == "image":
+            return ImageScoreNet(self.hidden, *self.image)
         return ScoreNet(self.hidden, BACKBONE_BLOCKS if self.kind == "backbone" else 0, self.kind == "mlp_bn")
 
 
@@ -314,7 +339,7 @@ def window_sampler(layer: jax.Array, index: jax.Array, window: int) -> Callable[
 @functools.partial(
     jax.jit,
     static_argnames=("kind", "hidden", "steps", "batch_size", "feature_set", "descriptors", "window", "objective",
-                     "gradient"),
+                     "gradient", "image"),
 )
 def train_predictor(
     dataset: Dataset,
@@ -330,6 +355,7 @@ def train_predictor(
     window: int = 64,
     objective: str = "mse",
     gradient: str = "batch",
+    image: tuple[int, int] = (32, 64),
 ) -> PredictorState:
     """Fits a predictor y ≈ f((x - mean) / std) by Adam on the mean squared error, ``steps`` minibatches.
 
@@ -337,6 +363,7 @@ def train_predictor(
     mean over the pairs (i, π(i)) of the minibatch (π a random permutation) that share a layer and differ in y of
     log(1 + exp(−sign(y_i − y_j)(f_i − f_j))): only the order of the scores within each layer is learned, which is
     all a layerwise allocation uses. ``gradient`` is only recorded (how the dataset's gradient column was taken).
+    ``image`` = (image size s, ResNet stem width) of the 'image' predictor.
 
     ``feature_set``/``descriptors`` must be those the dataset was built with (they define F and are used
     again by :func:`score`). 'mlp' samples ``batch_size`` rows uniformly; 'backbone' samples
@@ -359,7 +386,8 @@ def train_predictor(
         raise ConfigError(f"window={window!r} must be between 1 and the number of rows {x.shape[0]}")
     mean, std = standardization(x)
     x = (x - mean) / std
-    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors, gradient)
+    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors, gradient,
+                           tuple(image))
     net, optimizer = state.network, optax.adam(learning_rate)
     init_key, key = jax.random.split(key)
     variables = net.init(init_key, x[None, :span])
@@ -395,7 +423,14 @@ def predict(state: PredictorState, x: jax.Array) -> jax.Array:
     """Scores [R] of feature rows x [R, F]. For 'backbone', x must be ONE layer's rows in flat-index order."""
     if x.shape[-1] != state.mean.shape[0]:
         raise ConfigError(f"x has {x.shape[-1]} features; the predictor was trained on {state.mean.shape[0]}")
-    return state.network.apply(state.params, ((x - state.mean) / state.std)[None])[0]
+    x = (x - state.mean) / state.std
+    if state.kind != "image":
+        return state.network.apply(state.params, x[None])[0]
+    size = min(PREDICT_CHUNK, x.shape[0])  # one image per row: at most PREDICT_CHUNK rows at a time
+    chunks = -(-x.shape[0] // size)
+    padded = jnp.concatenate([x, jnp.zeros((chunks * size - x.shape[0], x.shape[1]), x.dtype)])
+    out = jax.lax.map(lambda c: state.network.apply(state.params, c[None])[0], padded.reshape(chunks, -1, x.shape[1]))
+    return out.reshape(-1)[: x.shape[0]]
 
 
 def train_set_gradients(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, data,

@@ -8,7 +8,7 @@
    every feature and descriptor, depths in execution order, ∂L/∂θ on the seed's ``pai_batches`` scoring batches
    merged, or summed over the whole training set), written to ``autosparse_dataset.npz``; its ``source`` records
    the IRP config and the columns.
-3. Predictors (``predictor`` 'mlp' | 'mlp_bn' | 'backbone', ``predictor_objective`` mse | rank; ``gradient``
+3. Predictors (``predictor`` 'mlp' | 'mlp_bn' | 'backbone' | 'image', ``predictor_objective`` mse | rank; ``gradient``
    'batch' or 'train_set', the reference's sum over the whole training set), one per feature set (``feature_set``
    and each of ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's
    ρ between predicted and true survival scores of the held-out last seed's weights.
@@ -73,7 +73,8 @@ def validate(config) -> None:
     check_sparsities(config)
     check_methods(config, masking.methods())
     check_choice(config, "predictor", autosparse.KINDS)
-    for key in ("predictor_steps", "predictor_batch_size", "predictor_window"):
+    for key in ("predictor_steps", "predictor_batch_size", "predictor_window", "predictor_image_size",
+                "predictor_image_width"):
         check_positive_int(config, key)
     hidden = tuple(config.predictor_hidden)
     if not hidden or not all(isinstance(w, int) and w >= 1 for w in hidden):
@@ -206,7 +207,8 @@ def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...]
         autosparse.select_features(rows, feature_set, config.descriptors), key, kind=config.predictor,
         hidden=tuple(config.predictor_hidden), steps=config.predictor_steps, batch_size=config.predictor_batch_size,
         learning_rate=config.predictor_learning_rate, feature_set=feature_set, descriptors=config.descriptors,
-        window=config.predictor_window, objective=objective or config.predictor_objective, gradient=config.gradient)
+        window=config.predictor_window, objective=objective or config.predictor_objective, gradient=config.gradient,
+        image=(config.predictor_image_size, config.predictor_image_width))
 
 
 def predict_rows(predictor: autosparse.PredictorState, rows: autosparse.Dataset) -> np.ndarray:
