@@ -56,15 +56,16 @@ def get_config(preset: str = ""):
     c.predictor_window = 64  # backbone: rows of one layer per training window
     c.feature_set = ("param", "grad")  # the AutoSparse predictor's inputs
     c.descriptors = True  # also layer depth, log fan-in, log fan-out, kind
-    c.ablations = ("param", "grad", "param+grad")  # feature sets ('+'-joined) of the ablation table
+    c.ablations = ("param", "grad", "param+grad", "param+grad+synflow")  # feature sets ('+'-joined), ablation table
     # How the predicted scores prune: 'global' (one threshold, the reference's rule) or layerwise with per-layer
     # densities 'uniform', 'erk' or 'irp' (those the source IRP reaches at that sparsity), in `iterations` steps.
     c.autosparse_allocation = "global"
     c.autosparse_iterations = 1
-    # Variants compared with it on the same held-out seeds ('key=value,...' overriding the two options above or
-    # predictor_objective).
+    # Variants compared with it on the same held-out seeds ('key=value,...' overriding the two options above,
+    # objective (predictor_objective) or features (feature_set, '+'-joined; 'synflow' is path-aware)).
     c.variants = ("allocation=uniform", "allocation=erk", "allocation=irp", "allocation=erk,objective=rank",
-                  "allocation=erk,iterations=5")
+                  "allocation=erk,iterations=5", "features=param+grad+synflow,allocation=erk",
+                  "features=param+grad+synflow,allocation=erk,iterations=5")
     # Target: prune at init and train; "" = the source model / dataset. Transfer: 'model:dataset' entries.
     c.target_model = ""
     c.target_dataset = ""

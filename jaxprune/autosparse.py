@@ -7,8 +7,9 @@ scores the weights of other networks at init (the ``'autosparse'`` PaI method, :
 
 Features (one row per prunable weight, columns in this order):
 
-* the entries of ``feature_set`` in the order given: ``'param'`` θ₀ (the init value) and/or ``'grad'``
-  ∂L/∂θ at θ₀, L the mean cross-entropy on one data batch (:func:`init_gradients`);
+* the entries of ``feature_set`` in the order given: ``'param'`` θ₀ (the init value), ``'grad'``
+  ∂L/∂θ at θ₀, L the mean cross-entropy on one data batch (:func:`init_gradients`), and (not the reference's,
+  path-aware) ``'synflow'``, the weight's quantile within its layer of the SynFlow score (:func:`path_scores`);
 * if ``descriptors``: the layer's depth l / L (l its 0-based position among the L prunable layers in the
   order the forward pass reads them, :func:`execution_order`), log fan_in, log fan_out and its kind
   (0 dense, 1 conv).
@@ -67,13 +68,14 @@ import optax
 from flax import struct
 from jax.extend import core as jax_core
 
-from jaxprune import masks
+from jaxprune import masks, pai, stats
 from jaxprune.errors import ConfigError
 from jaxprune.models.resnet import ResNet
 
 PyTree = Any
 Dataset = dict[str, Any]
-FEATURES = ("param", "grad")
+FEATURES = ("param", "grad", "synflow")  # every feature a dataset holds (select_features picks columns)
+REFERENCE_FEATURES = ("param", "grad")  # the reference's
 DESCRIPTORS = ("depth", "log_fan_in", "log_fan_out", "kind")
 KINDS = ("mlp", "mlp_bn", "backbone", "image")
 PREDICT_CHUNK = 4096  # 'image' predictor: rows per forward pass in predict (each row is one image)
@@ -82,7 +84,7 @@ GRADIENTS = ("batch", "train_set")
 TRAIN_SET_BATCH = 256  # 'train_set' gradient: summed over batches of this size, as the reference
 BACKBONE_BLOCKS = 2
 BACKBONE_KERNEL = 5
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the 'synflow' column
 _DATASET_DTYPES = {"x": np.float32, "y": np.float32, "layer": np.int32, "index": np.int64}
 
 
@@ -96,7 +98,7 @@ def _check_feature_set(feature_set: Sequence[str]) -> tuple[str, ...]:
     return feature_set
 
 
-def num_features(feature_set: Sequence[str] = FEATURES, descriptors: bool = True) -> int:
+def num_features(feature_set: Sequence[str] = REFERENCE_FEATURES, descriptors: bool = True) -> int:
     """F, the number of feature columns: len(feature_set) plus 4 layer descriptors if ``descriptors``."""
     return len(_check_feature_set(feature_set)) + (len(DESCRIPTORS) if descriptors else 0)
 
@@ -150,14 +152,18 @@ def features(
     params: PyTree,
     grads: PyTree | None,
     *,
-    feature_set: Sequence[str] = FEATURES,
+    feature_set: Sequence[str] = REFERENCE_FEATURES,
     descriptors: bool = True,
     depth: Sequence[int] | None = None,
+    synflow: PyTree | None = None,
 ) -> list[jax.Array]:
     """Per prunable layer (``masks.prunable_leaves`` order): features [*kernel.shape, F] float32.
 
-    Columns: θ₀ and/or ∂L/∂θ in ``feature_set`` order, then (if ``descriptors``) the layer descriptors of
-    :func:`layer_descriptors`. ``grads`` (shaped like params) may be None when 'grad' is not requested.
+    Columns: θ₀, ∂L/∂θ and/or the path-aware 'synflow' feature in ``feature_set`` order, then (if
+    ``descriptors``) the layer descriptors of :func:`layer_descriptors`. ``grads`` (shaped like params) may be
+    None when 'grad' is not requested. 'synflow' is the weight's quantile within its layer, (rank − ½) / n_l with
+    average ranks for ties, of the SynFlow score ``synflow`` (shaped like params, :func:`path_scores`): near 0 for
+    weights on no input→output path, high for those on many strong paths.
     ``depth`` gives each prunable layer's position in execution order (:func:`execution_order`); None
     takes leaf order, which is the execution order only for models whose layer names sort that way.
     Non-prunable leaves have no rows.
@@ -165,7 +171,11 @@ def features(
     feature_set = _check_feature_set(feature_set)
     if "grad" in feature_set and grads is None:
         raise ConfigError("feature_set includes 'grad' but grads=None; pass init_gradients(...)")
-    sources = {"param": params, "grad": grads}
+    if "synflow" in feature_set and synflow is None:
+        raise ConfigError("feature_set includes 'synflow' but synflow=None; pass path_scores(...)")
+    quantiles = None if synflow is None else jax.tree.map(
+        lambda v: (stats.average_ranks(v).reshape(jnp.shape(v)) - 0.5) / max(jnp.size(v), 1), synflow)
+    sources = {"param": params, "grad": grads, "synflow": quantiles}
     per_feature = [masks.prunable_leaves(sources[name], params) for name in feature_set]
     kernels = masks.prunable_leaves(params, params)
     depth = range(len(kernels)) if depth is None else depth
@@ -210,6 +220,12 @@ def _row_ids(params: PyTree) -> tuple[np.ndarray, np.ndarray]:
     layer = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
     index = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
     return layer, index
+
+
+def path_scores(apply_fn: Callable, params: PyTree, x: jax.Array) -> PyTree:
+    """SynFlow scores |θ ⊙ ∂R/∂θ| of ``params`` (``pai.score('synflow', …)``, one shot; zero for weights on no
+    input→output path), the input shape from ``x`` [B, ...]."""
+    return pai.score("synflow", apply_fn, params, (x[:1], jnp.zeros((1,), jnp.int32)), None)
 
 
 def build_dataset(params: PyTree, grads: PyTree | None, survival: PyTree, rounds: int, **feature_kwargs) -> Dataset:
@@ -350,7 +366,7 @@ def train_predictor(
     steps: int = 2000,
     batch_size: int = 4096,
     learning_rate: float = 1e-3,
-    feature_set: tuple[str, ...] = FEATURES,
+    feature_set: tuple[str, ...] = REFERENCE_FEATURES,
     descriptors: bool = True,
     window: int = 64,
     objective: str = "mse",
@@ -467,7 +483,9 @@ def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key:
     if grads is None and "grad" in state.feature_set:
         grads = init_gradients(apply_fn, params, batch)
     depth = execution_order(apply_fn, params, batch[0]) if state.descriptors else None
-    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors, depth=depth)
+    synflow = path_scores(apply_fn, params, batch[0]) if "synflow" in state.feature_set else None
+    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors, depth=depth,
+                     synflow=synflow)
     predicted = iter([predict(state, f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1]) for f in feats])
     leaves, treedef = jax.tree.flatten(params)
     is_prunable = jax.tree.leaves(masks.prunable(params))

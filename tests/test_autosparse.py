@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import autosparse, masks, stats
+from jaxprune import autosparse, masks, pai, stats
 from jaxprune.errors import ConfigError
 
 ROUNDS = 5
@@ -337,3 +337,25 @@ def test_image_predictor_scores_each_weight_alone(net, monkeypatch):
     np.testing.assert_allclose(autosparse.predict(state, x[7:8]), together[7:8], rtol=1e-4, atol=1e-6)
     monkeypatch.setattr(autosparse, "PREDICT_CHUNK", 24)  # 64 rows in 3 passes, the last one padded
     np.testing.assert_allclose(autosparse.predict(state, x), together, rtol=1e-4, atol=1e-6)
+
+
+def test_synflow_feature_is_the_within_layer_quantile_of_the_synflow_score(net):
+    """'synflow' column = (average rank − ½) / n_l of pai.score('synflow') within each layer (brute force with
+    scipy's rankdata); on a masked network a weight on no path (score 0) ranks at the bottom of its layer."""
+    from scipy.stats import rankdata
+
+    apply_fn, params, batch = net
+    mask = masks.from_scores(jax.tree.map(jnp.abs, params), params, 0.8)
+    masked = masks.apply(params, mask)
+    synflow = autosparse.path_scores(apply_fn, masked, batch[0])
+    raw = masks.prunable_leaves(pai.score("synflow", apply_fn, masked, batch, None), params)
+    columns = autosparse.features(masked, None, feature_set=("synflow", "param"), descriptors=False,
+                                  synflow=synflow)
+    for column, s, m in zip(columns, raw, masks.prunable_leaves(mask, params)):
+        s = np.asarray(s, np.float64).ravel()
+        expected = (rankdata(s) - 0.5) / s.size
+        np.testing.assert_allclose(np.asarray(column[..., 0]).ravel(), expected, rtol=1e-6)
+        quantile = np.asarray(column[..., 0]).ravel()
+        np.testing.assert_allclose(quantile[~np.asarray(m).ravel()], quantile.min())  # pruned: no path, bottom
+    with pytest.raises(ConfigError, match="synflow=None"):
+        autosparse.features(params, None, feature_set=("synflow",))

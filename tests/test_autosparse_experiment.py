@@ -21,12 +21,13 @@ from jaxprune.experiments import common, masking
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset="gaussian", num_examples=192, num_test=96, input_dim=8, num_classes=3, widths=(16,), epochs=1,
             batch_size=32, num_seeds=2, rounds=2, sparsities=(0.5, 0.9), methods=("random",),
-            ablations=("param", "param+grad"), predictor_hidden=(8,), predictor_steps=10, predictor_batch_size=256,
-            transfer_targets=("lenet300_100:gaussian",), variants=("allocation=irp,iterations=2,objective=rank",),
+            ablations=("param", "param+grad", "param+synflow"), predictor_hidden=(8,), predictor_steps=10,
+            predictor_batch_size=256, transfer_targets=("lenet300_100:gaussian",),
+            variants=("allocation=irp,iterations=2,objective=rank", "features=param+synflow,allocation=erk"),
             irp_criterion="snip", irp_schedule="linear", gradient="train_set", predictor="mlp_bn")
 
 
-def untrained_predictor(feature_set=autosparse.FEATURES, descriptors=True) -> autosparse.PredictorState:
+def untrained_predictor(feature_set=autosparse.REFERENCE_FEATURES, descriptors=True) -> autosparse.PredictorState:
     """A predictor with random weights and unit standardization: scores some fixed function of the features."""
     width = autosparse.num_features(feature_set, descriptors)
     net = autosparse.ScoreNet((8,), 0)
@@ -91,10 +92,11 @@ def test_score_uses_execution_depth():
 
 
 def test_select_features_picks_columns():
-    rows = {"x": np.arange(12.0).reshape(2, 6), "y": np.zeros(2)}
-    np.testing.assert_array_equal(autosparse.select_features(rows, ("grad",), False)["x"], [[1.0], [7.0]])
+    rows = {"x": np.arange(14.0).reshape(2, 7), "y": np.zeros(2)}  # param, grad, synflow, 4 descriptors
+    np.testing.assert_array_equal(autosparse.select_features(rows, ("grad",), False)["x"], [[1.0], [8.0]])
     np.testing.assert_array_equal(autosparse.select_features(rows, ("grad", "param"), True)["x"],
-                                  [[1, 0, 2, 3, 4, 5], [7, 6, 8, 9, 10, 11]])
+                                  [[1, 0, 3, 4, 5, 6], [8, 7, 10, 11, 12, 13]])
+    np.testing.assert_array_equal(autosparse.select_features(rows, ("synflow",), False)["x"], [[2.0], [9.0]])
     with pytest.raises(ConfigError, match="columns"):
         autosparse.select_features({"x": np.zeros((2, 3))}, ("param",), False)
 
@@ -226,6 +228,7 @@ def test_comparisons_train_only_held_out_initializations(tiny_run):
     ("methods", ("snip", "autosparse"), "methods"),
     ("variants", ("allocation=erk,iterations=0",), "variants"),
     ("variants", ("scope=global",), "variants"),
+    ("variants", ("features=param+hessian",), "variants"),
     ("autosparse_allocation", "layerwise", "autosparse_allocation"),
     ("irp_criterion", "grasp", "irp_criterion"),
     ("gradient", "hessian", "gradient"),

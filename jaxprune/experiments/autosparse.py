@@ -85,11 +85,9 @@ def validate(config) -> None:
         raise ConfigError(f"config.descriptors={config.descriptors!r}: must be True or False")
     for key, labels in (("feature_set", [feature_label(config.feature_set)]), ("ablations", config.ablations)):
         for label in labels:
-            try:
-                autosparse.num_features(tuple(label.split("+")))
-            except ConfigError:
+            if not is_feature_label(label):
                 raise ConfigError(f"config.{key} entry {label!r}: must be a non-empty '+'-joined subset of "
-                                  f"{', '.join(autosparse.FEATURES)} without repeats") from None
+                                  f"{', '.join(autosparse.FEATURES)} without repeats")
     check_choice(config, "target_model", ("",) + models.NAMES)
     check_choice(config, "target_dataset", ("",) + data.DATASETS)
     for spec in config.transfer_targets:
@@ -108,7 +106,16 @@ def main_options(config) -> dict:
     """The main AutoSparse method's options (``autosparse_allocation``, ``autosparse_iterations``,
     ``predictor_objective``)."""
     return {"allocation": config.autosparse_allocation, "iterations": config.autosparse_iterations,
-            "objective": config.predictor_objective}
+            "objective": config.predictor_objective, "features": feature_label(config.feature_set)}
+
+
+def is_feature_label(label: str) -> bool:
+    """True if ``label`` is a '+'-joined non-empty subset of the features without repeats."""
+    try:
+        autosparse.num_features(tuple(label.split("+")))
+    except ConfigError:
+        return False
+    return True
 
 
 def parse_variant(spec: str) -> dict:
@@ -122,10 +129,13 @@ def parse_variant(spec: str) -> dict:
             out[key] = int(value)
         elif key == "objective" and value in autosparse.OBJECTIVES:
             out[key] = value
+        elif key == "features" and is_feature_label(value):
+            out[key] = value
         else:
             raise ConfigError(f"config.variants entry {spec!r}: {item!r} must be allocation=<"
-                              f"{'|'.join(autosparse.ALLOCATIONS)}>, iterations=<positive integer> or objective=<"
-                              f"{'|'.join(autosparse.OBJECTIVES)}>, ','-joined")
+                              f"{'|'.join(autosparse.ALLOCATIONS)}>, iterations=<positive integer>, objective=<"
+                              f"{'|'.join(autosparse.OBJECTIVES)}> or features=<'+'-joined subset of "
+                              f"{', '.join(autosparse.FEATURES)}>, ','-joined")
     return out
 
 
@@ -188,7 +198,9 @@ def seed_rows(config, setup: common.Setup, seeds: common.Seeds, survival) -> aut
         grads = (autosparse.train_set_gradients(apply_fn, params, (setup.train_data.x, setup.train_data.y))
                  if config.gradient == "train_set" else autosparse.init_gradients(apply_fn, params, batch))
         depth = autosparse.execution_order(apply_fn, params, batch[0])
-        return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth)
+        return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth,
+                                        feature_set=autosparse.FEATURES,
+                                        synflow=autosparse.path_scores(apply_fn, params, batch[0]))
 
     return parallel.seed_map(one_seed, setup.mesh)(seeds.params, seeds.batch_stats, seeds.init_keys, survival)
 
@@ -349,10 +361,11 @@ def run(config, workdir: str) -> dict:
         masks.prunable_leaves(survival["first"], jax.tree.map(lambda p: p[0], seeds.params)), config.rounds,
         source_depth(source_setup, seeds))
     pruners = {method_of[label]: pruner(predictors[label], allocation, main_options(config)) for label in labels}
-    objectives = {o["objective"] for o in variants.values()} - {config.predictor_objective}
-    by_objective = {config.predictor_objective: predictors[main_label]} | {
-        o: fit_predictor(config, training_rows, config.feature_set, key, o) for o in sorted(objectives)}
-    pruners |= {name: pruner(by_objective[o["objective"]], allocation, o) for name, o in variants.items()}
+    kinds = dict.fromkeys((o["features"], o["objective"]) for o in variants.values())
+    fitted = {(label, config.predictor_objective): p for label, p in predictors.items()}
+    fitted |= {k: fit_predictor(config, training_rows, tuple(k[0].split("+")), key, k[1]) for k in kinds
+               if k not in fitted}
+    pruners |= {name: pruner(fitted[o["features"], o["objective"]], allocation, o) for name, o in variants.items()}
     tables = {}
     for (model, dataset), setup in setups.items():
         chosen = [*pruners] if (model, dataset) == target else ["autosparse", *variants]
