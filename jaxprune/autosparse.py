@@ -7,8 +7,9 @@ scores the weights of other networks at init (the ``'autosparse'`` PaI method, :
 
 Features (one row per prunable weight, columns in this order):
 
-* the entries of ``feature_set`` in the order given: ``'param'`` θ₀ (the init value) and/or ``'grad'``
-  ∂L/∂θ at θ₀, L the mean cross-entropy on one data batch (:func:`init_gradients`);
+* the entries of ``feature_set`` in the order given: ``'param'`` θ₀ (the init value), ``'grad'``
+  ∂L/∂θ at θ₀, L the mean cross-entropy on one data batch (:func:`init_gradients`), and (not the reference's,
+  path-aware) ``'synflow'``, the weight's quantile within its layer of the SynFlow score (:func:`path_scores`);
 * if ``descriptors``: the layer's depth l / L (l its 0-based position among the L prunable layers in the
   order the forward pass reads them, :func:`execution_order`), log fan_in, log fan_out and its kind
   (0 dense, 1 conv).
@@ -24,21 +25,31 @@ layer, then by row-major flat index within the layer, with arrays
 
 Predictors (:func:`train_predictor`), selected by ``kind``:
 
-* ``'mlp'``: the reference's per-weight network, standardized features → ReLU layers ``hidden`` → score.
-* ``'backbone'``: the reference's "MLP encoder → ResNet backbone → MLP decoder", in 1-D. The same ReLU
-  encoder embeds each weight into ``hidden[-1]`` channels; the rows of one layer, in flat-index order, form
-  a sequence (the paper's "image" of a layer's weights) that passes through :data:`BACKBONE_BLOCKS`
-  pre-activation residual blocks h ← h + conv(relu(conv(relu(h)))) of 1-D convolutions (kernel
-  :data:`BACKBONE_KERNEL`, SAME padding); a ReLU and a linear head decode every position to a score. So
-  a weight's score may depend on its neighbours in the same layer (for a Dense kernel [in, out]: weights
-  leaving the same input unit), as the paper's CNN backbone lets it, at a cost small enough for a CPU.
-  The network is fully convolutional: trained on windows of ``window`` consecutive rows of one layer,
-  it scores a whole layer at once, so :func:`predict` must get the rows of ONE layer in flat-index order.
+* ``'mlp'``: a per-weight network, standardized features → ReLU layers ``hidden`` → score.
+* ``'mlp_bn'``: the reference's "fc" predictor, Dense → BatchNorm → ReLU for every width in ``hidden`` (the
+  reference: 2→16→64→1024→1024→64→1, i.e. ``hidden=(16, 64, 1024, 1024, 64)``) → score.
+* ``'image'``: the reference's "resnet18" predictor, meant for a GPU: each weight ALONE is embedded by a ReLU
+  MLP (``hidden``; the reference: 64) and a linear map to 3·s² values, reshaped to one s×s×3 "image" PER WEIGHT
+  (s = ``image_size``, 32 in the reference) and passed through a ResNet-18 (:class:`jaxprune.models.resnet.ResNet`,
+  stem ``image_width``, 64 in the reference; BatchNorm) with one output. A weight's score depends on its own
+  features only; every weight costs a ResNet-18 forward pass.
+* ``'backbone'``: NOT the reference's image predictor, a cheap 1-D alternative: the ReLU encoder embeds
+  each weight into ``hidden[-1]`` channels; the rows of one layer, in flat-index order, form a sequence that
+  passes through :data:`BACKBONE_BLOCKS` pre-activation residual blocks h ← h + conv(relu(conv(relu(h)))) of 1-D
+  convolutions (kernel :data:`BACKBONE_KERNEL`, SAME padding); a ReLU and a linear head decode every position to
+  a score. So a weight's score may depend on its neighbours in the same layer (for a Dense kernel [in, out]:
+  weights leaving the same input unit). The network is fully convolutional: trained on windows of ``window``
+  consecutive rows of one layer, it scores a whole layer at once, so :func:`predict` must get the rows of ONE
+  layer in flat-index order.
 
-Both minimize the mean squared error to y with Adam on minibatches sampled by ``lax.scan``; inputs are
-standardized per feature with the training rows' mean and standard deviation, stored in the state.
-A trained predictor scores a network at init (:func:`score`) and prunes it once to a sparsity (:func:`prune`,
-the ``'autosparse'`` method of :mod:`jaxprune.experiments.masking`); :func:`select_features` cuts a dataset
+All minimize the mean squared error to y (or, ``objective='rank'``, a pairwise ranking loss within a layer) with
+Adam on minibatches sampled by ``lax.scan``; inputs are standardized per feature with the training rows' mean and
+standard deviation, stored in the state. The gradient feature is ∂L/∂θ on a batch (:func:`init_gradients`) or, as
+the reference, summed over the whole training set in eval mode (:func:`train_set_gradients`).
+A trained predictor scores a network at init (:func:`score`) and a :class:`Pruner` prunes it to a sparsity
+(:func:`prune`, the ``'autosparse'`` method of :mod:`jaxprune.experiments.masking`): one global threshold (the
+reference) or per layer with uniform, ERK or IRP's own per-layer densities (:func:`irp_densities`), in one or
+several steps; :func:`select_features` cuts a dataset
 built with every feature down to an ablation's columns.
 Every function is pure and written for one network; lift it with ``jax.vmap`` over seeds.
 """
@@ -57,17 +68,23 @@ import optax
 from flax import struct
 from jax.extend import core as jax_core
 
-from jaxprune import masks
+from jaxprune import masks, pai, stats
 from jaxprune.errors import ConfigError
+from jaxprune.models.resnet import ResNet
 
 PyTree = Any
 Dataset = dict[str, Any]
-FEATURES = ("param", "grad")
+FEATURES = ("param", "grad", "synflow")  # every feature a dataset holds (select_features picks columns)
+REFERENCE_FEATURES = ("param", "grad")  # the reference's
 DESCRIPTORS = ("depth", "log_fan_in", "log_fan_out", "kind")
-KINDS = ("mlp", "backbone")
+KINDS = ("mlp", "mlp_bn", "backbone", "image")
+PREDICT_CHUNK = 4096  # 'image' predictor: rows per forward pass in predict (each row is one image)
+OBJECTIVES = ("mse", "rank")
+GRADIENTS = ("batch", "train_set")
+TRAIN_SET_BATCH = 256  # 'train_set' gradient: summed over batches of this size, as the reference
 BACKBONE_BLOCKS = 2
 BACKBONE_KERNEL = 5
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the 'synflow' column
 _DATASET_DTYPES = {"x": np.float32, "y": np.float32, "layer": np.int32, "index": np.int64}
 
 
@@ -81,7 +98,7 @@ def _check_feature_set(feature_set: Sequence[str]) -> tuple[str, ...]:
     return feature_set
 
 
-def num_features(feature_set: Sequence[str] = FEATURES, descriptors: bool = True) -> int:
+def num_features(feature_set: Sequence[str] = REFERENCE_FEATURES, descriptors: bool = True) -> int:
     """F, the number of feature columns: len(feature_set) plus 4 layer descriptors if ``descriptors``."""
     return len(_check_feature_set(feature_set)) + (len(DESCRIPTORS) if descriptors else 0)
 
@@ -135,14 +152,18 @@ def features(
     params: PyTree,
     grads: PyTree | None,
     *,
-    feature_set: Sequence[str] = FEATURES,
+    feature_set: Sequence[str] = REFERENCE_FEATURES,
     descriptors: bool = True,
     depth: Sequence[int] | None = None,
+    synflow: PyTree | None = None,
 ) -> list[jax.Array]:
     """Per prunable layer (``masks.prunable_leaves`` order): features [*kernel.shape, F] float32.
 
-    Columns: θ₀ and/or ∂L/∂θ in ``feature_set`` order, then (if ``descriptors``) the layer descriptors of
-    :func:`layer_descriptors`. ``grads`` (shaped like params) may be None when 'grad' is not requested.
+    Columns: θ₀, ∂L/∂θ and/or the path-aware 'synflow' feature in ``feature_set`` order, then (if
+    ``descriptors``) the layer descriptors of :func:`layer_descriptors`. ``grads`` (shaped like params) may be
+    None when 'grad' is not requested. 'synflow' is the weight's quantile within its layer, (rank − ½) / n_l with
+    average ranks for ties, of the SynFlow score ``synflow`` (shaped like params, :func:`path_scores`): near 0 for
+    weights on no input→output path, high for those on many strong paths.
     ``depth`` gives each prunable layer's position in execution order (:func:`execution_order`); None
     takes leaf order, which is the execution order only for models whose layer names sort that way.
     Non-prunable leaves have no rows.
@@ -150,7 +171,11 @@ def features(
     feature_set = _check_feature_set(feature_set)
     if "grad" in feature_set and grads is None:
         raise ConfigError("feature_set includes 'grad' but grads=None; pass init_gradients(...)")
-    sources = {"param": params, "grad": grads}
+    if "synflow" in feature_set and synflow is None:
+        raise ConfigError("feature_set includes 'synflow' but synflow=None; pass path_scores(...)")
+    quantiles = None if synflow is None else jax.tree.map(
+        lambda v: (stats.average_ranks(v).reshape(jnp.shape(v)) - 0.5) / max(jnp.size(v), 1), synflow)
+    sources = {"param": params, "grad": grads, "synflow": quantiles}
     per_feature = [masks.prunable_leaves(sources[name], params) for name in feature_set]
     kernels = masks.prunable_leaves(params, params)
     depth = range(len(kernels)) if depth is None else depth
@@ -197,6 +222,12 @@ def _row_ids(params: PyTree) -> tuple[np.ndarray, np.ndarray]:
     return layer, index
 
 
+def path_scores(apply_fn: Callable, params: PyTree, x: jax.Array) -> PyTree:
+    """SynFlow scores |θ ⊙ ∂R/∂θ| of ``params`` (``pai.score('synflow', …)``, one shot; zero for weights on no
+    input→output path), the input shape from ``x`` [B, ...]."""
+    return pai.score("synflow", apply_fn, params, (x[:1], jnp.zeros((1,), jnp.int32)), None)
+
+
 def build_dataset(params: PyTree, grads: PyTree | None, survival: PyTree, rounds: int, **feature_kwargs) -> Dataset:
     """One row per prunable weight: x = its features, y = survival / rounds (see the module docstring).
 
@@ -236,25 +267,50 @@ def load_dataset(path: str) -> tuple[Dataset, dict]:
 class ScoreNet(nn.Module):
     """[N, W, F] standardized features -> [N, W] scores: ReLU encoder, residual 1-D conv blocks, linear head.
 
-    With ``conv_blocks = 0`` this is the per-weight MLP (the final ReLU is then a no-op).
+    With ``conv_blocks = 0`` this is the per-weight MLP (the final ReLU is then a no-op); ``batch_norm`` puts a
+    BatchNorm between every hidden Dense and its ReLU (the reference's "fc" predictor; batch statistics when
+    ``train``, running averages otherwise).
     """
 
     hidden: tuple[int, ...]
     conv_blocks: int
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = nn.relu(x)
         for _ in range(self.conv_blocks):
             h = nn.Conv(self.hidden[-1], (BACKBONE_KERNEL,), padding="SAME")(nn.relu(x))
             x = x + nn.Conv(self.hidden[-1], (BACKBONE_KERNEL,), padding="SAME")(nn.relu(h))
         return nn.Dense(1)(nn.relu(x))[..., 0]
 
 
+class ImageScoreNet(nn.Module):
+    """[N, W, F] standardized features -> [N, W] scores: a ReLU MLP ``hidden`` and a linear map to 3·s² per row,
+    one s×s×3 image per row, a ResNet-18 of stem ``width`` with one output (the reference's "resnet18")."""
+
+    hidden: tuple[int, ...]
+    image_size: int
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        s = self.image_size
+        images = nn.Dense(3 * s * s)(x).reshape(-1, s, s, 3)
+        stages = tuple((self.width * 2 ** i, 2) for i in range(4))  # ResNet-18: BasicBlock [2, 2, 2, 2]
+        return ResNet(self.width, stages, 1)(images, train).reshape(x.shape[:-1])
+
+
 @struct.dataclass
 class PredictorState:
-    """A trained predictor: network params, feature standardization (mean, std [F]) and static config."""
+    """A trained predictor: network variables ({'params'} and, for 'mlp_bn', {'batch_stats'}), feature
+    standardization (mean, std [F]) and static config (``gradient``: how its gradient feature is taken)."""
 
     params: PyTree
     mean: jax.Array
@@ -263,10 +319,14 @@ class PredictorState:
     hidden: tuple[int, ...] = struct.field(pytree_node=False)
     feature_set: tuple[str, ...] = struct.field(pytree_node=False)
     descriptors: bool = struct.field(pytree_node=False)
+    gradient: str = struct.field(pytree_node=False, default="batch")
+    image: tuple[int, int] = struct.field(pytree_node=False, default=(32, 64))  # 'image': (size, ResNet width)
 
     @property
-    def network(self) -> ScoreNet:
-        return ScoreNet(self.hidden, BACKBONE_BLOCKS if self.kind == "backbone" else 0)
+    def network(self) -> nn.Module:
+        if self.kind == "image":
+            return ImageScoreNet(self.hidden, *self.image)
+        return ScoreNet(self.hidden, BACKBONE_BLOCKS if self.kind == "backbone" else 0, self.kind == "mlp_bn")
 
 
 def standardization(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -294,7 +354,8 @@ def window_sampler(layer: jax.Array, index: jax.Array, window: int) -> Callable[
 
 @functools.partial(
     jax.jit,
-    static_argnames=("kind", "hidden", "steps", "batch_size", "feature_set", "descriptors", "window"),
+    static_argnames=("kind", "hidden", "steps", "batch_size", "feature_set", "descriptors", "window", "objective",
+                     "gradient", "image"),
 )
 def train_predictor(
     dataset: Dataset,
@@ -305,11 +366,20 @@ def train_predictor(
     steps: int = 2000,
     batch_size: int = 4096,
     learning_rate: float = 1e-3,
-    feature_set: tuple[str, ...] = FEATURES,
+    feature_set: tuple[str, ...] = REFERENCE_FEATURES,
     descriptors: bool = True,
     window: int = 64,
+    objective: str = "mse",
+    gradient: str = "batch",
+    image: tuple[int, int] = (32, 64),
 ) -> PredictorState:
     """Fits a predictor y ≈ f((x - mean) / std) by Adam on the mean squared error, ``steps`` minibatches.
+
+    ``objective='rank'``: instead of the squared error, the pairwise logistic (RankNet) loss within a layer,
+    mean over the pairs (i, π(i)) of the minibatch (π a random permutation) that share a layer and differ in y of
+    log(1 + exp(−sign(y_i − y_j)(f_i − f_j))): only the order of the scores within each layer is learned, which is
+    all a layerwise allocation uses. ``gradient`` is only recorded (how the dataset's gradient column was taken).
+    ``image`` = (image size s, ResNet stem width) of the 'image' predictor.
 
     ``feature_set``/``descriptors`` must be those the dataset was built with (they define F and are used
     again by :func:`score`). 'mlp' samples ``batch_size`` rows uniformly; 'backbone' samples
@@ -317,6 +387,8 @@ def train_predictor(
     """
     if kind not in KINDS:
         raise ConfigError(f"kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    if objective not in OBJECTIVES or gradient not in GRADIENTS:
+        raise ConfigError(f"objective={objective!r}, gradient={gradient!r}: allowed {OBJECTIVES}, {GRADIENTS}")
     if not hidden or min(hidden) < 1:
         raise ConfigError(f"hidden={hidden!r} must be a non-empty tuple of positive layer widths")
     x, y = jnp.asarray(dataset["x"], jnp.float32), jnp.asarray(dataset["y"], jnp.float32)
@@ -330,44 +402,90 @@ def train_predictor(
         raise ConfigError(f"window={window!r} must be between 1 and the number of rows {x.shape[0]}")
     mean, std = standardization(x)
     x = (x - mean) / std
-    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors)
+    state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors, gradient,
+                           tuple(image))
     net, optimizer = state.network, optax.adam(learning_rate)
     init_key, key = jax.random.split(key)
-    params = net.init(init_key, x[None, :span])
+    variables = net.init(init_key, x[None, :span])
     offsets = jnp.arange(span)
-    sample_starts = window_sampler(jnp.asarray(dataset["layer"]), jnp.asarray(dataset["index"]), span)
+    layer = jnp.asarray(dataset["layer"])
+    sample_starts = window_sampler(layer, jnp.asarray(dataset["index"]), span)
 
-    def loss_fn(p: PyTree, rows: jax.Array) -> jax.Array:
-        return jnp.mean((net.apply(p, x[rows]) - y[rows]) ** 2)
+    def loss_fn(p: PyTree, stats: PyTree, rows: jax.Array, pair_key: jax.Array):
+        out, updates = net.apply({"params": p, **stats}, x[rows], train=True, mutable=list(stats))
+        if objective == "mse":
+            return jnp.mean((out - y[rows]) ** 2), updates
+        f, t, group = out.ravel(), y[rows].ravel(), layer[rows].ravel()
+        j = jax.random.permutation(pair_key, f.size)
+        valid = (group == group[j]) & (t != t[j])
+        pair_loss = jax.nn.softplus(-jnp.sign(t - t[j]) * (f - f[j]))
+        return jnp.sum(jnp.where(valid, pair_loss, 0.0)) / jnp.maximum(jnp.sum(valid), 1), updates
 
     def step(carry, step_key):
-        p, opt_state = carry
-        starts = sample_starts(step_key, max(batch_size // span, 1))
-        grads = jax.grad(loss_fn)(p, starts[:, None] + offsets)
+        p, stats, opt_state = carry
+        sample_key, pair_key = jax.random.split(step_key)
+        starts = sample_starts(sample_key, max(batch_size // span, 1))
+        grads, stats = jax.grad(loss_fn, has_aux=True)(p, stats, starts[:, None] + offsets, pair_key)
         updates, opt_state = optimizer.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), None
+        return (optax.apply_updates(p, updates), stats, opt_state), None
 
-    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(key, steps))
-    return state.replace(params=params)
+    params, stats = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    carry = (params, stats, optimizer.init(params))
+    (params, stats, _), _ = jax.lax.scan(step, carry, jax.random.split(key, steps))
+    return state.replace(params={"params": params, **stats})
 
 
 def predict(state: PredictorState, x: jax.Array) -> jax.Array:
     """Scores [R] of feature rows x [R, F]. For 'backbone', x must be ONE layer's rows in flat-index order."""
     if x.shape[-1] != state.mean.shape[0]:
         raise ConfigError(f"x has {x.shape[-1]} features; the predictor was trained on {state.mean.shape[0]}")
-    return state.network.apply(state.params, ((x - state.mean) / state.std)[None])[0]
+    x = (x - state.mean) / state.std
+    if state.kind != "image":
+        return state.network.apply(state.params, x[None])[0]
+    size = min(PREDICT_CHUNK, x.shape[0])  # one image per row: at most PREDICT_CHUNK rows at a time
+    chunks = -(-x.shape[0] // size)
+    padded = jnp.concatenate([x, jnp.zeros((chunks * size - x.shape[0], x.shape[1]), x.dtype)])
+    out = jax.lax.map(lambda c: state.network.apply(state.params, c[None])[0], padded.reshape(chunks, -1, x.shape[1]))
+    return out.reshape(-1)[: x.shape[0]]
 
 
-def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key: jax.Array) -> PyTree:
+def train_set_gradients(apply_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, data,
+                        batch_size: int = TRAIN_SET_BATCH) -> PyTree:
+    """Σ_b ∂L_b/∂θ over the whole training set ``data = (x, labels)`` in batches of ``batch_size`` in order (the
+    last one partial), L_b the mean cross-entropy of batch b: the reference's gradient feature (``apply_fn`` in
+    eval mode). Batches run one at a time in ``lax.scan``; padding examples have weight 0."""
+    x, labels = data
+    n = x.shape[0]
+    batches = -(-n // batch_size)
+    pad = batches * batch_size - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(batches, batch_size, *x.shape[1:])
+    ys = jnp.concatenate([labels, jnp.zeros((pad,), labels.dtype)]).reshape(batches, batch_size)
+    real = (jnp.arange(batches * batch_size) < n).reshape(batches, batch_size)
+    weights = real / jnp.sum(real, axis=1, keepdims=True)
+
+    def add(total, batch):
+        bx, by, w = batch
+        loss = lambda p: jnp.sum(w * optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, bx), by))  # noqa: E731
+        return jax.tree.map(jnp.add, total, jax.grad(loss)(params)), None
+
+    return jax.lax.scan(add, jax.tree.map(jnp.zeros_like, params), (xs, ys, weights))[0]
+
+
+def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key: jax.Array,
+          grads: PyTree | None = None) -> PyTree:
     """AutoSparse PaI scores, shaped like params: predicted survival score on prunable leaves, 0 elsewhere.
 
-    Features are those the predictor was trained on, gradients from :func:`init_gradients` on ``batch``,
-    depths from :func:`execution_order`. Deterministic: ``key`` is unused, kept for the common PaI signature.
+    Features are those the predictor was trained on, gradients ``grads`` if given, else from
+    :func:`init_gradients` on ``batch``; depths from :func:`execution_order`. Deterministic: ``key`` is unused,
+    kept for the common PaI signature.
     """
     del key
-    grads = init_gradients(apply_fn, params, batch) if "grad" in state.feature_set else None
+    if grads is None and "grad" in state.feature_set:
+        grads = init_gradients(apply_fn, params, batch)
     depth = execution_order(apply_fn, params, batch[0]) if state.descriptors else None
-    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors, depth=depth)
+    synflow = path_scores(apply_fn, params, batch[0]) if "synflow" in state.feature_set else None
+    feats = features(params, grads, feature_set=state.feature_set, descriptors=state.descriptors, depth=depth,
+                     synflow=synflow)
     predicted = iter([predict(state, f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1]) for f in feats])
     leaves, treedef = jax.tree.flatten(params)
     is_prunable = jax.tree.leaves(masks.prunable(params))
@@ -376,23 +494,119 @@ def score(state: PredictorState, apply_fn: Callable, params: PyTree, batch, key:
     )
 
 
+@struct.dataclass
+class SurvivalAllocation:
+    """How IRP spreads a density over the layers, read off source survival counts (:func:`survival_allocation`).
+
+    ``kept`` [S, R + 2, L]: for each source seed, prunable layer l's kept count K_l(r) = #{c ≥ r} for
+    r = 0 … R, then 0; ``depth`` [L]: each layer's relative depth (execution order) in [0, 1].
+    """
+
+    kept: jax.Array
+    depth: jax.Array
+
+
+def survival_allocation(survival: Sequence[np.ndarray], rounds: int, depth: Sequence[int]) -> SurvivalAllocation:
+    """:class:`SurvivalAllocation` of survival counts ``survival`` (one [S, *shape] array per prunable layer, leaf
+    order; c ∈ 0..rounds) and the layers' execution-order depths ``depth`` (:func:`execution_order`)."""
+    per_round = [[np.sum(np.reshape(c, (c.shape[0], -1)) >= r, axis=1) for r in range(rounds + 1)] for c in survival]
+    kept = np.transpose(np.array(per_round, np.float32), (2, 1, 0))  # [S, R + 1, L]
+    kept = np.concatenate([kept, np.zeros_like(kept[:, :1])], axis=1)
+    return SurvivalAllocation(jnp.asarray(kept), jnp.asarray(np.asarray(depth) / max(len(depth) - 1, 1), jnp.float32))
+
+
+def irp_densities(allocation: SurvivalAllocation, density) -> jax.Array:
+    """Per-layer densities [L] (source leaf order) that IRP reaches at total ``density`` (may be traced).
+
+    For one seed, with K(r) = Σ_l K_l(r) the total kept after r rounds and k = density · Σ_l n_l: where
+    K(r+1) ≤ k ≤ K(r), K_l = K_l(r+1) + t (K_l(r) − K_l(r+1)), t = (k − K(r+1)) / (K(r) − K(r+1)) — the expected
+    layer counts of IRP's mask when the weights pruned in the round that crosses k are kept at random — and below
+    the last round K_l = K_l(R) k / K(R). d_l = K_l / n_l, averaged over the source seeds; Σ_l d_l n_l = k.
+    """
+    kept = allocation.kept
+    sizes = kept[0, 0]
+    k = jnp.asarray(density, jnp.float32) * jnp.sum(sizes)
+
+    def one_seed(table):  # table [R + 2, L], rows in decreasing total: interpolate along increasing totals
+        totals = jnp.sum(table, axis=1)[::-1]
+        return jax.vmap(lambda column: jnp.interp(k, totals, column[::-1]), in_axes=1)(table)
+
+    return jnp.mean(jax.vmap(one_seed)(kept), axis=0) / sizes
+
+
+def transfer_allocation(densities: jax.Array, source_depth: jax.Array, target_depth: Sequence[int]) -> jax.Array:
+    """Source per-layer densities [Ls] as weights for a target's L layers: linear interpolation in relative depth
+    (execution order; identity when the layers match). ``masks.layer_densities`` rescales them to the total."""
+    order = jnp.argsort(source_depth)
+    target = jnp.asarray(target_depth, jnp.float32) / max(len(target_depth) - 1, 1)
+    return jnp.interp(target, source_depth[order], densities[order])
+
+
+ALLOCATIONS = ("global", "uniform", "erk", "irp")
+
+
+@struct.dataclass
+class Pruner:
+    """A trained predictor and how it prunes (:func:`prune`): ``allocation`` 'global' (one threshold over every
+    prunable weight, the reference's rule) or layerwise with per-layer densities 'uniform', 'erk' or 'irp' (those
+    IRP reaches, :func:`irp_densities` of ``survival``), scores ranked within each layer; ``iterations`` T ≥ 1
+    pruning steps."""
+
+    predictor: PredictorState
+    survival: SurvivalAllocation | None = None
+    allocation: str = struct.field(pytree_node=False, default="global")
+    iterations: int = struct.field(pytree_node=False, default=1)
+
+
+def _step_mask(pruner: Pruner, scores: PyTree, params: PyTree, sparsity, depth) -> PyTree:
+    """Mask keeping the top scores at ``sparsity`` under ``pruner.allocation``."""
+    if pruner.allocation == "global":
+        return masks.from_scores(scores, params, sparsity)
+    allocation = pruner.allocation
+    if allocation == "irp":
+        if pruner.survival is None:
+            raise ConfigError("allocation='irp' needs the source IRP's survival_allocation(...)")
+        density = 1.0 - jnp.asarray(sparsity, jnp.float32)
+        allocation = transfer_allocation(irp_densities(pruner.survival, density), pruner.survival.depth, depth)
+    return masks.from_scores(scores, params, sparsity, "layerwise", allocation)
+
+
 def prune(
-    state: PredictorState,
+    pruner: Pruner,
     apply_fn: Callable,
     params: PyTree,
     batches,
     sparsity: float | jax.Array,
     *,
-    scope: masks.Scope = "global",
-    allocation: masks.Allocation = "uniform",
     invert: bool = False,
+    train_data=None,
 ) -> PyTree:
-    """One-shot AutoSparse mask: keep the weights with the highest predicted survival score (:func:`score`).
+    """AutoSparse mask: keep the weights with the highest predicted survival score (:func:`score`).
 
     ``batches = (x, y)`` [B, batch, ...] as for :func:`jaxprune.pai.prune`, merged into one batch of B·batch
-    examples, so the gradient feature is ∂L/∂θ of the mean loss over all of them. ``invert`` keeps the lowest.
+    examples, so the gradient feature is ∂L/∂θ of the mean loss over all of them; for a predictor whose
+    ``gradient`` is 'train_set', :func:`train_set_gradients` of ``train_data`` (x, labels) instead.
+    ``invert`` keeps the lowest.
+    With ``pruner.iterations`` = T > 1 (iterative AutoSparse, as iterative SynFlow / SNIP-it): step t = 1..T
+    scores θ ⊙ m_{t−1} (the gradient feature recomputed on the masked network, survivors' θ₀ unchanged), keeps the
+    top survivors at density d^(t/T) (d = 1 − sparsity; the last step exactly d) and intersects with m_{t−1}.
     """
     batch = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), batches)
-    scores = score(state, apply_fn, params, batch, None)
-    scores = jax.tree.map(jnp.negative, scores) if invert else scores
-    return masks.from_scores(scores, params, sparsity, scope, allocation)
+    state = pruner.predictor
+    sign = -1.0 if invert else 1.0
+    depth = execution_order(apply_fn, params, batch[0]) if pruner.allocation == "irp" else None
+    if pruner.allocation not in ALLOCATIONS or pruner.iterations < 1:
+        raise ConfigError(f"Pruner allocation={pruner.allocation!r} must be one of {', '.join(ALLOCATIONS)} and "
+                          f"iterations={pruner.iterations!r} >= 1")
+    density = 1.0 - jnp.asarray(sparsity, jnp.float32)
+    mask = masks.ones(params)
+    if state.gradient == "train_set" and train_data is None:
+        raise ConfigError("the predictor's gradient feature is 'train_set': prune(..., train_data=(x, labels))")
+    for t in range(1, pruner.iterations + 1):
+        masked = masks.apply(params, mask)
+        grads = train_set_gradients(apply_fn, masked, train_data) if state.gradient == "train_set" else None
+        scores = jax.tree.map(lambda s: sign * s, score(state, apply_fn, masked, batch, None, grads))
+        step_sparsity = sparsity if t == pruner.iterations else 1.0 - density ** (t / pruner.iterations)
+        new = _step_mask(pruner, masks.restrict(scores, mask), params, step_sparsity, depth)
+        mask = jax.tree.map(jnp.logical_and, new, mask)
+    return mask

@@ -7,7 +7,9 @@ One round, for one seed, with mask m_r (density d_r = (1 − f)^r, f = ``prune_f
 2. train ``epochs`` epochs with the mask held fixed (pruned weights stay exactly 0);
 3. prune: m_{r+1} = top-k of |θ_trained| among the surviving prunable weights, k = round(d_{r+1} · n)
    (``global`` scope) or per layer (``layerwise``), so the density after r rounds is (1 − f)^r up to rounding
-   of k, with no compounding of rounding errors across rounds;
+   of k, with no compounding of rounding errors across rounds. Option (``criterion='snip'``, the AutoSparse
+   reference's main dataset): top-k of SNIP's |θ_T ⊙ ∂L/∂θ(θ_T)| on the trained weights (eval mode) and one
+   batch of the training set (:func:`criterion_scores`);
 4. survival ← survival + m_{r+1}.
 
 After R rounds, survival[w] ∈ {0, …, R} is the number of rounds weight w survived — AutoSparse's target.
@@ -24,9 +26,12 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from jaxprune import masks, train
+from jaxprune import masks, pai, train
 
 PyTree = Any
+CRITERIA = ("magnitude", "snip")  # what a round prunes by (step 3): |θ_trained| or SNIP on the trained weights
+SCHEDULES = ("geometric", "linear")
+CRITERION_STREAM = 1  # SNIP criterion batch of a round: permutation by fold_in(round_key(state), CRITERION_STREAM)
 
 
 @flax.struct.dataclass
@@ -63,13 +68,17 @@ def density_after(rounds, prune_fraction: float):
     return (1.0 - prune_fraction) ** rounds
 
 
-def schedule(prune_fraction: float, rounds: int = 0, targets=()) -> list[float]:
+def schedule(prune_fraction: float, rounds: int = 0, targets=(), kind: str = "geometric") -> list[float]:
     """Densities reached after each round, decreasing.
 
-    Without ``targets``: (1 − f)^1, …, (1 − f)^rounds. With target densities (1 − sparsity for the sparsities an
+    Without ``targets``: (1 − f)^1, …, (1 − f)^rounds; ``kind='linear'`` reaches the same final density
+    d_R = (1 − f)^R in equal shares of the ORIGINAL weights, d_r = 1 − r (1 − d_R) / R (the AutoSparse reference's
+    schedule: 20 rounds of 4.95% to 1%). With target densities (1 − sparsity for the sparsities an
     experiment compares at): the geometric steps (1 − f)^k above the smallest target, merged with every target
     below 1, so an IMP run passes through each target exactly and stops at the smallest.
     """
+    if not targets and kind == "linear":
+        return [1.0 - r * (1.0 - density_after(rounds, prune_fraction)) / rounds for r in range(1, rounds + 1)]
     if not targets:
         return [density_after(r, prune_fraction) for r in range(1, rounds + 1)]
     lowest = min(targets)
@@ -119,14 +128,36 @@ def round_train(
     return RoundProgress(trained, captured, step_metrics)
 
 
+def criterion_batch(state: IRPState, train_data: train.Data, num_examples: int) -> tuple[jax.Array, jax.Array]:
+    """The round's SNIP-criterion batch: ``num_examples`` training examples drawn without replacement by
+    fold_in(:func:`round_key`, :data:`CRITERION_STREAM`)."""
+    idx = jax.random.permutation(jax.random.fold_in(round_key(state), CRITERION_STREAM), train_data.x.shape[0])
+    return train_data.x[idx[:num_examples]], train_data.y[idx[:num_examples]]
+
+
+def criterion_scores(criterion: str, trained: train.TrainState, model, batch=None) -> PyTree:
+    """Step 3's scores of the trained network: |θ_T| (``magnitude``) or ``pai.score('snip', …)`` = |θ_T ⊙ ∂L/∂θ|
+    at θ_T, eval mode (running BatchNorm statistics), L the mean cross-entropy on ``batch`` (``snip``)."""
+    if criterion == "magnitude":
+        return jax.tree.map(jnp.abs, trained.params)
+    return pai.score("snip", train.apply_fn_for(model, trained.batch_stats), trained.params, batch, None)
+
+
 def round_end(
-    state: IRPState, progress: RoundProgress, test_data: train.Data, next_density, *, model, steps_per_epoch: int,
-    scope: masks.Scope = "global",
+    state: IRPState, progress: RoundProgress, test_data: train.Data, next_density, train_data: train.Data = None, *,
+    model, steps_per_epoch: int, scope: masks.Scope = "global", criterion: str = "magnitude",
+    criterion_examples: int = 0,
 ) -> tuple[IRPState, dict]:
-    """Steps 3–4 of a round, after all its training: evaluate, prune to ``next_density``, count survivors."""
+    """Steps 3–4 of a round, after all its training: evaluate, prune to ``next_density``, count survivors.
+
+    ``criterion='snip'`` scores on :func:`criterion_batch` of ``train_data`` (``criterion_examples`` examples)."""
     trained = progress.train
     test = train.evaluate(trained.params, trained.batch_stats, test_data, model=model)
-    new_mask = magnitude_prune(trained.params, state.mask, next_density, scope)
+    if criterion == "magnitude":
+        new_mask = magnitude_prune(trained.params, state.mask, next_density, scope)
+    else:
+        scores = criterion_scores(criterion, trained, model, criterion_batch(state, train_data, criterion_examples))
+        new_mask = masks.from_scores(masks.restrict(scores, state.mask), trained.params, 1.0 - next_density, scope)
     newly_failed = (state.failed_round < 0) & (trained.failed_step >= 0)
     new_state = IRPState(
         rewind_params=progress.captured[0],

@@ -137,16 +137,26 @@ def keep_count(keep_density, n: int):
     return jnp.round(keep_density * n).astype(jnp.int32)
 
 
-def layer_densities(params: PyTree, density_target, allocation: Allocation = "uniform") -> list:
-    """Per prunable layer densities d_l with Σ d_l n_l = density_target · n (see module docstring)."""
+def layer_densities(params: PyTree, density_target, allocation: Allocation | Any = "uniform") -> list:
+    """Per prunable layer densities d_l with Σ d_l n_l = density_target · n (see module docstring).
+
+    ``allocation`` may also be per-layer weights w_l [L] (prunable leaf order, may be traced): d_l = c · w_l with
+    the one factor c that meets the total, layers that would exceed density 1 capped and the rest rescaled, as
+    for ERK (whose weights are Σ dims / Π dims).
+    """
     shapes = [np.shape(p) for p in prunable_leaves(params, params)]
     sizes = np.array([np.prod(s) for s in shapes], dtype=np.float64)
-    if allocation == "uniform":
+    if isinstance(allocation, str) and allocation == "uniform":
         return [density_target for _ in shapes]
     d = jnp.asarray(density_target, jnp.float32)
-    if allocation != "erk":
-        raise ConfigError(f"allocation={allocation!r}: must be one of {', '.join(ALLOCATIONS)}")
-    raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    if isinstance(allocation, str) and allocation != "erk":
+        raise ConfigError(f"allocation={allocation!r}: must be one of {', '.join(ALLOCATIONS)} or per-layer weights")
+    if isinstance(allocation, str):
+        raw = np.array([np.sum(s) / np.prod(s) for s in shapes], dtype=np.float64)
+    else:
+        raw = jnp.asarray(allocation, jnp.float32)
+        if raw.shape != (len(shapes),):
+            raise ConfigError(f"allocation weights of shape {raw.shape}: need one per prunable layer ({len(shapes)})")
     # Iteratively cap layers at density 1 and redistribute the remaining budget over the others.
     # The number of passes is bounded by the number of layers; written with jnp so the target may be traced.
     dense = jnp.zeros(len(shapes), bool)
@@ -164,12 +174,13 @@ def from_scores(
     params: PyTree,
     sparsity,
     scope: Scope = "global",
-    allocation: Allocation = "uniform",
+    allocation: Allocation | Any = "uniform",
 ) -> PyTree:
     """Mask keeping the highest-scoring prunable weights at the given sparsity (fraction removed).
 
     ``global``: k = round((1 - sparsity) · n) over all prunable weights together.
-    ``layerwise``: k_l = round(d_l · n_l) per layer, d_l from ``allocation`` (uniform or ERK).
+    ``layerwise``: k_l = round(d_l · n_l) per layer, d_l from ``allocation`` (uniform, ERK, or per-layer weights:
+    :func:`layer_densities`).
     Non-prunable leaves are all-True. ``sparsity`` may be a traced scalar (vmap over sparsities works).
     """
     if scope not in SCOPES:

@@ -21,11 +21,13 @@ from jaxprune.experiments import common, masking
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(dataset="gaussian", num_examples=192, num_test=96, input_dim=8, num_classes=3, widths=(16,), epochs=1,
             batch_size=32, num_seeds=2, rounds=2, sparsities=(0.5, 0.9), methods=("random",),
-            ablations=("param", "param+grad"), predictor_hidden=(8,), predictor_steps=10, predictor_batch_size=256,
-            transfer_targets=("lenet300_100:gaussian",))
+            ablations=("param", "param+grad", "param+synflow"), predictor_hidden=(8,), predictor_steps=10,
+            predictor_batch_size=256, transfer_targets=("lenet300_100:gaussian",),
+            variants=("allocation=irp,iterations=2,objective=rank", "features=param+synflow,allocation=erk"),
+            irp_criterion="snip", irp_schedule="linear", gradient="train_set", predictor="mlp_bn")
 
 
-def untrained_predictor(feature_set=autosparse.FEATURES, descriptors=True) -> autosparse.PredictorState:
+def untrained_predictor(feature_set=autosparse.REFERENCE_FEATURES, descriptors=True) -> autosparse.PredictorState:
     """A predictor with random weights and unit standardization: scores some fixed function of the features."""
     width = autosparse.num_features(feature_set, descriptors)
     net = autosparse.ScoreNet((8,), 0)
@@ -90,10 +92,11 @@ def test_score_uses_execution_depth():
 
 
 def test_select_features_picks_columns():
-    rows = {"x": np.arange(12.0).reshape(2, 6), "y": np.zeros(2)}
-    np.testing.assert_array_equal(autosparse.select_features(rows, ("grad",), False)["x"], [[1.0], [7.0]])
+    rows = {"x": np.arange(14.0).reshape(2, 7), "y": np.zeros(2)}  # param, grad, synflow, 4 descriptors
+    np.testing.assert_array_equal(autosparse.select_features(rows, ("grad",), False)["x"], [[1.0], [8.0]])
     np.testing.assert_array_equal(autosparse.select_features(rows, ("grad", "param"), True)["x"],
-                                  [[1, 0, 2, 3, 4, 5], [7, 6, 8, 9, 10, 11]])
+                                  [[1, 0, 3, 4, 5, 6], [8, 7, 10, 11, 12, 13]])
+    np.testing.assert_array_equal(autosparse.select_features(rows, ("synflow",), False)["x"], [[2.0], [9.0]])
     with pytest.raises(ConfigError, match="columns"):
         autosparse.select_features({"x": np.zeros((2, 3))}, ("param",), False)
 
@@ -102,7 +105,7 @@ def test_autosparse_masks_hit_sparsity_exactly_through_masking():
     config = tiny_config()
     setup = common.setup(config)
     seeds = common.init_seeds(setup)
-    predictor = untrained_predictor()
+    predictor = autosparse.Pruner(untrained_predictor())
     sparsities = (0.5, 0.9, 0.973)
     stacked = masking.method_masks("autosparse", config, setup, seeds, sparsities, predictor=predictor)
     inverted = masking.method_masks("autosparse", config, setup, seeds, (0.5,), invert=True, predictor=predictor)
@@ -122,7 +125,18 @@ def test_autosparse_masks_hit_sparsity_exactly_through_masking():
 
 @pytest.fixture(scope="module")
 def tiny_run(run_experiment):
-    return run_experiment(experiment, tiny_config())
+    """(config, workdir, results, the prunable θ₀ [networks, n] of every network the comparisons trained)."""
+    trained, train_mask_sets = [], masking.train_mask_sets
+
+    def recording(config, setup, seeds, mask_sets):
+        one = jax.tree.map(lambda p: p[0], seeds.params)
+        trained.append(np.concatenate([np.asarray(k).reshape(k.shape[0], -1)
+                                       for k in masks.prunable_leaves(seeds.params, one)], axis=1))
+        return train_mask_sets(config, setup, seeds, mask_sets)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(masking, "train_mask_sets", recording)
+        return (*run_experiment(experiment, tiny_config()), trained)
 
 
 def lin_ccc(a, b):
@@ -131,7 +145,7 @@ def lin_ccc(a, b):
 
 
 def test_tiny_run_dataset_and_ccc(tiny_run):
-    config, workdir, results = tiny_run
+    config, workdir, results, _ = tiny_run
     survival = np.load(os.path.join(workdir, "irp_survival.npz"))
     first, second = survival["first"], survival["second"]
     assert first.shape == second.shape and first.min() >= 0 and first.max() <= config.rounds
@@ -150,8 +164,8 @@ def test_tiny_run_dataset_and_ccc(tiny_run):
 
 
 def test_tiny_run_tables_and_outputs(tiny_run):
-    config, workdir, results = tiny_run
-    methods = (*config.methods, "autosparse")
+    config, workdir, results, _ = tiny_run
+    methods = (*config.methods, *learned_methods(config))
     assert [(r["method"], r["sparsity"]) for r in results["results"]] == [
         (m, s) for m in methods for s in config.sparsities]
     for table in ("results", "ablation", "transfer"):
@@ -173,6 +187,37 @@ def test_tiny_run_tables_and_outputs(tiny_run):
     assert tables.count("results") == trained and tables.count("transfer") == trained
 
 
+def learned_methods(config) -> list[str]:
+    return ["autosparse", *(f"autosparse[{v}]" for v in config.variants)]
+
+
+def test_comparisons_train_only_held_out_initializations(tiny_run):
+    """Every network behind results/transfer starts from weights the predictor never saw: its θ₀ is none of the
+    source seeds' θ₀ (the dataset rows), and it is the held-out stream's initialization."""
+    config, workdir, results, trained = tiny_run
+    rows, _ = autosparse.load_dataset(os.path.join(workdir, "autosparse_dataset.npz"))
+    source = rows["x"][:, 0].reshape(config.num_seeds, -1)
+    held = common.init_seeds(experiment.held_out(common.setup(config)))
+    expected = np.concatenate([np.asarray(k).reshape(config.num_seeds, -1) for k in masks.prunable_leaves(
+        held.params, jax.tree.map(lambda p: p[0], held.params))], axis=1)
+    same_model = [t for t in trained if t.shape[1] == source.shape[1]]
+    assert len(same_model) == 1 and len(trained) == 1 + len(config.transfer_targets)
+    for theta in same_model[0]:
+        assert not any(np.array_equal(theta, s) for s in source)
+    np.testing.assert_array_equal(same_model[0], np.tile(expected, (same_model[0].shape[0] // config.num_seeds, 1)))
+    key_bytes = lambda keys: set(map(bytes, np.asarray(jax.random.key_data(keys))))  # noqa: E731
+    assert not key_bytes(held.init_keys) & key_bytes(common.init_seeds(common.setup(config)).init_keys)
+    comparisons = {(c["a"], c["b"], c["sparsity"]) for c in results["comparisons"]}
+    assert comparisons == {(a, b, s) for a in learned_methods(config) for b in config.methods
+                           for s in config.sparsities}
+    by = {(r["method"], r["sparsity"]): np.asarray(r["test_accuracy"]) for r in results["results"]}
+    for c in results["comparisons"]:
+        np.testing.assert_allclose(c["mean_difference"], np.mean(by[c["a"], c["sparsity"]] - by[c["b"], c["sparsity"]]))
+    for r in results["results"]:
+        assert np.all(np.asarray(r["effective_density"]) <= np.asarray(r["density"]) + 1e-12)
+        np.testing.assert_allclose(r["density"], 1 - r["sparsity"], atol=1 / source.shape[1])
+
+
 @pytest.mark.parametrize("key, value, match", [
     ("predictor", "resnet", "predictor"),
     ("ablations", ("param+hessian",), "ablations"),
@@ -181,6 +226,14 @@ def test_tiny_run_tables_and_outputs(tiny_run):
     ("num_seeds", 1, "num_seeds"),
     ("target_model", "alexnet", "target_model"),
     ("methods", ("snip", "autosparse"), "methods"),
+    ("variants", ("allocation=erk,iterations=0",), "variants"),
+    ("variants", ("scope=global",), "variants"),
+    ("variants", ("features=param+hessian",), "variants"),
+    ("autosparse_allocation", "layerwise", "autosparse_allocation"),
+    ("irp_criterion", "grasp", "irp_criterion"),
+    ("gradient", "hessian", "gradient"),
+    ("predictor_objective", "huber", "predictor_objective"),
+    ("irp_schedule", "cosine", "irp_schedule"),
 ])
 def test_validate_rejects_bad_keys(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -190,7 +243,37 @@ def test_validate_rejects_bad_keys(key, value, match):
 def test_cli_reports_bad_config_in_one_line(tmp_path):
     """Passes once the lead registers the experiment in jaxprune/experiments/__init__.py."""
     out = subprocess.run(
-        [sys.executable, "-m", "jaxprune.main", "--config=configs/autosparse.py", f"--workdir={tmp_path}/run",
+        [sys.executable, "-m", "jaxprune.main", "--config=configs/autosparse.py:paper", f"--workdir={tmp_path}/run",
          "--config.predictor=resnet"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "config.predictor='resnet'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_paper_preset_is_the_reference_protocol_and_runs_tiny_on_mock_cifar(run_experiment):
+    """The 'paper' preset (README's GPU command) at a tiny size: its protocol options (SNIP IRP criterion, linear
+    schedule to 1%, train-set gradient, BatchNorm MLP, CIFAR-10 -> CIFAR-100) with small MLPs in place of
+    ResNet-18 / VGG-16 (whose CPU compile alone takes minutes), on TFDS mock data."""
+    import tensorflow_datasets as tfds
+
+    config = get_config("paper")
+    assert (config.model, config.dataset, config.target_model, tuple(config.transfer_targets)) == (
+        "resnet18", "cifar10", "vgg16", ("vgg16:cifar100",))
+    assert (config.irp_criterion, config.irp_schedule, config.gradient, config.predictor) == (
+        "snip", "linear", "train_set", "mlp_bn")
+    assert tuple(config.predictor_hidden) == (16, 64, 1024, 1024, 64) and config.rounds == 20
+    np.testing.assert_allclose((1 - config.prune_fraction) ** config.rounds, 0.01, rtol=2e-3)
+    config.update(dict(model="mlp", widths=(8,), target_model="mlp", transfer_targets=("mlp:cifar100",), epochs=1,
+                       rounds=2, batch_size=8, num_seeds=2, num_examples=32, num_test=8, pai_batches=1,
+                       predictor_hidden=(4,), predictor_steps=5, predictor_batch_size=64, sparsities=(0.5, 0.9),
+                       methods=("random",), ablations=(), variants=(), eval_batch_size=8))
+    validate_common(config)
+    with pytest.MonkeyPatch.context() as patch, tfds.testing.mock_data(num_examples=48):
+        patch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+        patch.setattr(tfds.core.DatasetInfo, "available_file_formats",
+                      lambda self: {tfds.core.file_adapters.FileFormat.ARRAY_RECORD})
+        config, workdir, results = run_experiment(experiment, config)
+    _, source = autosparse.load_dataset(os.path.join(workdir, "autosparse_dataset.npz"))
+    assert (source["dataset"], source["irp_criterion"], source["irp_schedule"]) == ("cifar10", "snip", "linear")
+    assert "whole training set" in source["gradient"] and results["target"]["dataset"] == "cifar10"
+    assert {r["target_dataset"] for r in results["transfer"]} == {"cifar100"}
+    assert {r["method"] for r in results["results"]} == {"random", "autosparse"}

@@ -105,3 +105,38 @@ def test_a_diverging_seed_is_recorded_and_excluded_from_means(tmp_path, monkeypa
     assert results["failed_seeds"] == [{"seed": 1, "round": 0, "step": 0}]
     assert results["num_seeds_in_means"] == 1
     np.testing.assert_allclose(results["mean_test_accuracy"], np.asarray(results["test_accuracy"])[0])
+
+
+def test_snip_criterion_prunes_by_pai_snip_on_the_trained_weights():
+    """criterion='snip': the round keeps the top pai.score('snip', …) of the TRAINED weights (eval mode) on the
+    round's criterion batch, among the survivors; not the magnitude mask."""
+    from jaxprune import pai, train
+
+    config = tiny_config(num_seeds=1, epochs=1)
+    setup = common.setup(config)
+    seeds = jax.tree.map(lambda a: a[0], common.init_seeds(setup))
+    spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
+    tx = train.optimizer_from_config(config, spe)
+    state = irp.init(seeds.params, seeds.batch_stats, seeds.order_keys)
+    state = state.replace(mask=masks.largest_magnitude(seeds.params, 0.2))  # a round after the first
+    progress = irp.round_begin(state, tx=tx, num_steps=spe)
+    progress = irp.round_train(state, progress, setup.train_data, 0, model=setup.model, tx=tx, num_steps=spe,
+                               batch_size=config.batch_size)
+    end = dict(model=setup.model, steps_per_epoch=spe)
+    snip, _ = irp.round_end(state, progress, setup.test_data, 0.5, setup.train_data, criterion="snip",
+                            criterion_examples=64, **end)
+    magnitude, _ = irp.round_end(state, progress, setup.test_data, 0.5, **end)
+    trained = progress.train
+    batch = irp.criterion_batch(state, setup.train_data, 64)
+    assert batch[0].shape[0] == 64
+    scores = pai.score("snip", train.apply_fn_for(setup.model, trained.batch_stats), trained.params, batch, None)
+    expected = masks.from_scores(masks.restrict(scores, state.mask), seeds.params, 0.5)
+    same = lambda a, b: all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    assert same(snip.mask, expected) and not same(snip.mask, magnitude.mask)
+    assert all(bool(jnp.all(~n | o)) for n, o in zip(jax.tree.leaves(snip.mask), jax.tree.leaves(state.mask)))
+
+
+def test_linear_schedule_removes_equal_shares_of_the_original_weights():
+    linear = irp.schedule(0.4, 8, kind="linear")
+    np.testing.assert_allclose(np.diff([1.0, *linear]), -(1 - 0.6**8) / 8)
+    np.testing.assert_allclose(linear[-1], irp.schedule(0.4, 8)[-1])

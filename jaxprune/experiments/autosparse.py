@@ -1,26 +1,36 @@
 """Experiment ``autosparse``: learn pruning at initialization from iterative rewind pruning (Liu, Cheng et al. 2024).
 
-1. Source IRP: ``rounds`` rounds of ``prune_fraction`` (:func:`jaxprune.irp.schedule`) on ``model``/``dataset`` for
+1. Source IRP: ``rounds`` rounds of ``prune_fraction`` (:func:`jaxprune.irp.schedule`, ``irp_schedule`` geometric or
+   linear; pruning by ``irp_criterion``, magnitude or SNIP on the trained weights) on ``model``/``dataset`` for
    every seed, run twice from the same initial weights with two data orders. ``ccc``: the mean over seeds of
    Lin's concordance correlation between the two runs' survival scores c / rounds.
 2. Dataset: one row per prunable weight of every seed's first run (:func:`jaxprune.autosparse.build_dataset`,
    every feature and descriptor, depths in execution order, ∂L/∂θ on the seed's ``pai_batches`` scoring batches
-   merged), written to ``autosparse_dataset.npz``; its ``source`` records the IRP config and the columns.
-3. Predictors (``predictor`` 'mlp' | 'backbone'), one per feature set (``feature_set`` and each of
-   ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's ρ between
-   predicted and true survival scores of the held-out last seed's weights.
-4. Comparison on the target (``target_model``/``target_dataset``, "" = the source's): masks of every method in
-   ``methods`` and of ``autosparse`` (:func:`jaxprune.experiments.masking.method_masks`) at each sparsity, each
-   seed trained from its initialization, all seeds vmapped; the ablation predictors prune and train there too.
-   ``transfer_targets`` ('model:dataset') repeat the comparison on other models/datasets with the same predictor.
+   merged, or summed over the whole training set), written to ``autosparse_dataset.npz``; its ``source`` records
+   the IRP config and the columns.
+3. Predictors (``predictor`` 'mlp' | 'mlp_bn' | 'backbone' | 'image', ``predictor_objective`` mse | rank; ``gradient``
+   'batch' or 'train_set', the reference's sum over the whole training set), one per feature set (``feature_set``
+   and each of ``ablations``), trained on the rows of every seed but the last. ``prediction_spearman``: Spearman's
+   ρ between predicted and true survival scores of the held-out last seed's weights.
+4. Comparison on the target (``target_model``/``target_dataset``, "" = the source's), on HELD-OUT seeds
+   (:func:`held_out`: initial weights and data orders from another ``fold_in`` stream, never seen by the predictor):
+   masks of every method in ``methods`` and of ``autosparse`` (:func:`jaxprune.experiments.masking.method_masks`)
+   at each sparsity from the same initializations, each seed trained from its initialization, all seeds vmapped;
+   the ablation predictors prune and train there too. Every row carries the masks' nominal and effective
+   (on an input→output path, :mod:`jaxprune.connectivity`) densities, overall and per layer, and the collapsed
+   layers. ``comparisons``: paired differences of every AutoSparse method against every method of ``methods``
+   with 95% t intervals over the shared seeds. ``transfer_targets`` ('model:dataset') repeat the comparison on
+   other models/datasets with the same predictor (``transfer``, ``transfer_comparisons``).
 
 Writes ``metrics.jsonl`` (source IRP per round/epoch/seed, then one line per trained network),
 ``autosparse_dataset.npz``, ``irp_survival.npz`` (flat survival counts of both runs, dataset row order),
 ``learning_tendencies.png`` (mean predicted and true score in quantile bins of |θ₀| and |∂L/∂θ|, held-out seed),
-``accuracy_vs_sparsity.png`` and one ``accuracy_vs_sparsity_<model>_<dataset>.png`` per transfer target.
+``accuracy_vs_sparsity.png`` and one ``accuracy_vs_sparsity_<model>_<dataset>.png`` per transfer target,
+``comparisons.png`` (the paired differences on the target) and ``effective_density.png``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -36,6 +46,9 @@ from jaxprune.experiments import irp as irp_experiment
 from jaxprune.experiments import pai as pai_experiment
 
 TENDENCY_BINS = 20
+EVAL_STREAM = 4  # evaluation seed i: fold_in(key_i, EVAL_STREAM), never seen by the predictor (held_out)
+REPORT_KEYS = ("density", "effective_density", "layer_density", "effective_layer_density", "collapsed_layers",
+               "dead_layers", "disconnected")
 
 
 def feature_label(feature_set) -> str:
@@ -60,7 +73,8 @@ def validate(config) -> None:
     check_sparsities(config)
     check_methods(config, masking.methods())
     check_choice(config, "predictor", autosparse.KINDS)
-    for key in ("predictor_steps", "predictor_batch_size", "predictor_window"):
+    for key in ("predictor_steps", "predictor_batch_size", "predictor_window", "predictor_image_size",
+                "predictor_image_width"):
         check_positive_int(config, key)
     hidden = tuple(config.predictor_hidden)
     if not hidden or not all(isinstance(w, int) and w >= 1 for w in hidden):
@@ -71,21 +85,77 @@ def validate(config) -> None:
         raise ConfigError(f"config.descriptors={config.descriptors!r}: must be True or False")
     for key, labels in (("feature_set", [feature_label(config.feature_set)]), ("ablations", config.ablations)):
         for label in labels:
-            try:
-                autosparse.num_features(tuple(label.split("+")))
-            except ConfigError:
+            if not is_feature_label(label):
                 raise ConfigError(f"config.{key} entry {label!r}: must be a non-empty '+'-joined subset of "
-                                  f"{', '.join(autosparse.FEATURES)} without repeats") from None
+                                  f"{', '.join(autosparse.FEATURES)} without repeats")
     check_choice(config, "target_model", ("",) + models.NAMES)
     check_choice(config, "target_dataset", ("",) + data.DATASETS)
     for spec in config.transfer_targets:
         parse_target(spec)
+    check_choice(config, "irp_criterion", irp.CRITERIA)
+    check_choice(config, "predictor_objective", autosparse.OBJECTIVES)
+    check_choice(config, "gradient", autosparse.GRADIENTS)
+    check_choice(config, "irp_schedule", irp.SCHEDULES)
+    check_choice(config, "autosparse_allocation", autosparse.ALLOCATIONS)
+    check_positive_int(config, "autosparse_iterations")
+    for spec in config.variants:
+        parse_variant(spec)
+
+
+def main_options(config) -> dict:
+    """The main AutoSparse method's options (``autosparse_allocation``, ``autosparse_iterations``,
+    ``predictor_objective``)."""
+    return {"allocation": config.autosparse_allocation, "iterations": config.autosparse_iterations,
+            "objective": config.predictor_objective, "features": feature_label(config.feature_set)}
+
+
+def is_feature_label(label: str) -> bool:
+    """True if ``label`` is a '+'-joined non-empty subset of the features without repeats."""
+    try:
+        autosparse.num_features(tuple(label.split("+")))
+    except ConfigError:
+        return False
+    return True
+
+
+def parse_variant(spec: str) -> dict:
+    """'key=value[,key=value]' (keys of :func:`main_options`) -> the options it overrides, or ConfigError."""
+    out = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key == "allocation" and value in autosparse.ALLOCATIONS:
+            out[key] = value
+        elif key == "iterations" and value.isdigit() and int(value) >= 1:
+            out[key] = int(value)
+        elif key == "objective" and value in autosparse.OBJECTIVES:
+            out[key] = value
+        elif key == "features" and is_feature_label(value):
+            out[key] = value
+        else:
+            raise ConfigError(f"config.variants entry {spec!r}: {item!r} must be allocation=<"
+                              f"{'|'.join(autosparse.ALLOCATIONS)}>, iterations=<positive integer>, objective=<"
+                              f"{'|'.join(autosparse.OBJECTIVES)}> or features=<'+'-joined subset of "
+                              f"{', '.join(autosparse.FEATURES)}>, ','-joined")
+    return out
+
+
+def pruner(predictor: autosparse.PredictorState, allocation: autosparse.SurvivalAllocation,
+           options: dict) -> autosparse.Pruner:
+    """The :class:`~jaxprune.autosparse.Pruner` of ``predictor`` with ``options`` (:func:`main_options`)."""
+    return autosparse.Pruner(predictor, allocation, options["allocation"], options["iterations"])
+
+
+def source_depth(setup: common.Setup, seeds: common.Seeds) -> tuple[int, ...]:
+    """Execution-order depth of the source model's prunable layers (:func:`jaxprune.autosparse.execution_order`)."""
+    one = jax.tree.map(lambda a: a[0], (seeds.params, seeds.batch_stats))
+    return autosparse.execution_order(train.apply_fn_for(setup.model, one[1]), one[0], setup.train_data.x[:1])
 
 
 def for_target(config, model: str, dataset: str):
-    """A copy of ``config`` that trains ``model`` on ``dataset``."""
+    """A copy of ``config`` that trains ``model`` on ``dataset``, its IMP pruning by magnitude (``irp_criterion``
+    is the source IRP's)."""
     target = config.copy_and_resolve_references()
-    target.model, target.dataset = model, dataset
+    target.model, target.dataset, target.irp_criterion = model, dataset, "magnitude"
     return target
 
 
@@ -108,7 +178,8 @@ def source_irp(config, setup: common.Setup, log,
     replay = seeds._replace(order_keys=other_order)
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tuple(seeds), tuple(replay))
     state, history, _ = irp_experiment.run_rounds(
-        config, setup, irp.schedule(config.prune_fraction, config.rounds), log, seeds=common.Seeds(*setup.shard(both)),
+        config, setup, irp.schedule(config.prune_fraction, config.rounds, kind=config.irp_schedule), log,
+        seeds=common.Seeds(*setup.shard(both)),
         checkpoint_dir=checkpoint_dir)
     state = parallel.to_host(state)
     n = config.num_seeds
@@ -124,9 +195,12 @@ def seed_rows(config, setup: common.Setup, seeds: common.Seeds, survival) -> aut
     def one_seed(params, batch_stats, key, counts):
         apply_fn = train.apply_fn_for(setup.model, batch_stats)
         batch = gradient_batch(config, setup, key)
-        grads = autosparse.init_gradients(apply_fn, params, batch)
+        grads = (autosparse.train_set_gradients(apply_fn, params, (setup.train_data.x, setup.train_data.y))
+                 if config.gradient == "train_set" else autosparse.init_gradients(apply_fn, params, batch))
         depth = autosparse.execution_order(apply_fn, params, batch[0])
-        return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth)
+        return autosparse.build_dataset(params, grads, counts, config.rounds, depth=depth,
+                                        feature_set=autosparse.FEATURES,
+                                        synflow=autosparse.path_scores(apply_fn, params, batch[0]))
 
     return parallel.seed_map(one_seed, setup.mesh)(seeds.params, seeds.batch_stats, seeds.init_keys, survival)
 
@@ -137,13 +211,16 @@ def flat_survival(survival, params) -> np.ndarray:
     return np.concatenate([np.asarray(c).reshape(c.shape[0], -1) for c in leaves], axis=1)
 
 
-def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...], key) -> autosparse.PredictorState:
-    """A predictor on the columns of ``feature_set`` of the training ``rows`` (seed axis already merged)."""
+def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...], key,
+                  objective: str | None = None) -> autosparse.PredictorState:
+    """A predictor on the columns of ``feature_set`` of the training ``rows`` (seed axis already merged), trained
+    on ``objective`` (default ``config.predictor_objective``)."""
     return autosparse.train_predictor(
         autosparse.select_features(rows, feature_set, config.descriptors), key, kind=config.predictor,
         hidden=tuple(config.predictor_hidden), steps=config.predictor_steps, batch_size=config.predictor_batch_size,
         learning_rate=config.predictor_learning_rate, feature_set=feature_set, descriptors=config.descriptors,
-        window=config.predictor_window)
+        window=config.predictor_window, objective=objective or config.predictor_objective, gradient=config.gradient,
+        image=(config.predictor_image_size, config.predictor_image_width))
 
 
 def predict_rows(predictor: autosparse.PredictorState, rows: autosparse.Dataset) -> np.ndarray:
@@ -159,10 +236,18 @@ def accuracies(result: dict) -> np.ndarray:
     return np.where(result["failed_step"] >= 0, np.nan, result["test_accuracy"])
 
 
+def held_out(setup: common.Setup) -> common.Setup:
+    """``setup`` with seed i's key replaced by fold_in(key_i, :data:`EVAL_STREAM`): initial weights and data orders
+    the predictor never trained on (the source IRP runs from the keys themselves)."""
+    return dataclasses.replace(setup, keys=jax.vmap(lambda k: jax.random.fold_in(k, EVAL_STREAM))(setup.keys))
+
+
 def compare(config, setup: common.Setup, predictors: dict, log, checkpoint_dir: str | None = None) -> list[dict]:
-    """Rows {method, sparsity, test_accuracy [per seed], train_accuracy} of ``config.methods`` and of every
-    predictor in ``predictors`` (method name -> predictor state), all pruned at init and trained on ``setup``
-    (IMP's rounds checkpointed under ``checkpoint_dir``)."""
+    """Rows {method, sparsity, test_accuracy [per seed], train_accuracy, failed_seeds, **mask report} of
+    ``config.methods`` and of every predictor in ``predictors`` (method name -> predictor state), all pruned at
+    init from the seeds of ``setup`` (pass :func:`held_out` seeds) and trained there (IMP's rounds checkpointed
+    under ``checkpoint_dir``). The mask report (:func:`jaxprune.experiments.masking.mask_report`) gives each
+    seed's nominal and effective (on an input→output path) density, overall and per layer."""
     seeds = common.init_seeds(setup)
     sparsities = tuple(config.sparsities)
     labelled = {m: masking.method_masks(m, config, setup, seeds, sparsities, log, checkpoint_dir=checkpoint_dir)
@@ -172,8 +257,16 @@ def compare(config, setup: common.Setup, predictors: dict, log, checkpoint_dir: 
     keys = [(m, s) for m in labelled for s in sparsities]
     log(f"{config.model} on {config.dataset}: training {len(keys)} x {config.num_seeds} masked networks")
     results = masking.train_mask_sets(config, setup, seeds, [labelled[m][s] for m, s in keys])
-    return [{"method": m, "sparsity": s, "test_accuracy": accuracies(r), "train_accuracy": r["train_accuracy"]}
-            for (m, s), r in zip(keys, results)]
+    return [{"method": m, "sparsity": s, "test_accuracy": accuracies(r), "train_accuracy": r["train_accuracy"],
+             "failed_seeds": np.flatnonzero(r["failed_step"] >= 0).tolist(),
+             **masking.mask_report(setup, seeds, labelled[m][s])} for (m, s), r in zip(keys, results)]
+
+
+def paired(config, rows: list[dict]) -> list[dict]:
+    """Paired test-accuracy differences (95% t intervals over the shared seeds) of every AutoSparse method in
+    ``rows`` against every method of ``config.methods`` (:func:`jaxprune.stats.comparisons`)."""
+    learned = [m for m in dict.fromkeys(r["method"] for r in rows) if m.startswith("autosparse")]
+    return stats.comparisons(rows, "test_accuracy", [(a, b) for a in learned for b in config.methods])
 
 
 def binned_means(x: np.ndarray, ys: dict, bins: int) -> tuple[np.ndarray, dict]:
@@ -209,7 +302,7 @@ def plot_accuracy(path: str, rows: list[dict], title: str) -> None:
 def records(table: str, rows: list[dict], **extra) -> list[dict]:
     """metrics.jsonl lines, one per trained network."""
     return [{"table": table, **extra, "method": r["method"], "sparsity": r["sparsity"], "seed": s,
-             "test_accuracy": r["test_accuracy"][s], "train_accuracy": r["train_accuracy"][s]}
+             **{k: r[k][s] for k in ("test_accuracy", "train_accuracy", "density", "effective_density")}}
             for r in rows for s in range(len(r["test_accuracy"]))]
 
 
@@ -221,12 +314,15 @@ def summary(rows: list[dict]) -> str:
 def dataset_source(config, rows: autosparse.Dataset, layer_names: list[str]) -> dict:
     """The ``source`` record of the dataset file: where the rows come from and what their columns are."""
     keys = ("model", "dataset", "widths", "data_seed", "num_examples", "label_noise", "seed", "num_seeds", "rounds",
-            "prune_fraction", "rewind_step", "scope", "epochs", "batch_size", "optimizer", "learning_rate")
+            "prune_fraction", "irp_criterion", "irp_schedule", "rewind_step", "scope", "epochs", "batch_size",
+            "optimizer", "learning_rate")
     return {**{k: config[k] for k in keys}, "rows_per_seed": int(rows["y"].shape[1]),
             "row_order": "seed, then prunable layer (leaf order, names in layer_names), then flat index",
             "feature_columns": autosparse.FEATURES + autosparse.DESCRIPTORS, "layer_names": layer_names,
-            "gradient": f"d mean cross-entropy / d theta at init on {config.pai_batches} x {config.batch_size} "
-                        "training examples", "target": "survival count / rounds"}
+            "gradient": (f"sum over the whole training set in batches of {autosparse.TRAIN_SET_BATCH} of d mean "
+                         "cross-entropy / d theta at init (eval mode)" if config.gradient == "train_set" else
+                         f"d mean cross-entropy / d theta at init on {config.pai_batches} x {config.batch_size} "
+                         "training examples"), "target": "survival count / rounds"}
 
 
 def run(config, workdir: str) -> dict:
@@ -235,7 +331,7 @@ def run(config, workdir: str) -> dict:
     target = (config.target_model or config.model, config.target_dataset or config.dataset)
     transfers = list(dict.fromkeys(parse_target(spec) for spec in config.transfer_targets))
     source_setup = common.setup(config)  # every dataset is loaded (and checked) before any work
-    setups = {t: common.setup(for_target(config, *t)) for t in dict.fromkeys([target] + transfers)}
+    setups = {t: held_out(common.setup(for_target(config, *t))) for t in dict.fromkeys([target] + transfers)}
 
     log(f"source IRP: {config.model} on {config.dataset}, {config.num_seeds} seeds x 2 data orders x "
         f"{config.rounds} rounds of {config.epochs} epochs")
@@ -251,6 +347,7 @@ def run(config, workdir: str) -> dict:
     main_label = feature_label(config.feature_set)
     labels = list(dict.fromkeys([main_label, *config.ablations]))
     method_of = {label: "autosparse" if label == main_label else f"autosparse:{label}" for label in labels}
+    variants = {f"autosparse[{spec}]": {**main_options(config), **parse_variant(spec)} for spec in config.variants}
     log(f"survival CCC between data orders {np.mean(ccc):.4f}; training {len(labels)} {config.predictor} "
         f"predictors ({', '.join(labels)}) on {training_rows['y'].shape[0]} rows of {held} seeds")
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -260,33 +357,49 @@ def run(config, workdir: str) -> dict:
     log("held-out seed, Spearman(predicted, true survival): "
         + ", ".join(f"{label} {rho:.4f}" for label, rho in spearman.items()))
 
+    allocation = autosparse.survival_allocation(
+        masks.prunable_leaves(survival["first"], jax.tree.map(lambda p: p[0], seeds.params)), config.rounds,
+        source_depth(source_setup, seeds))
+    pruners = {method_of[label]: pruner(predictors[label], allocation, main_options(config)) for label in labels}
+    kinds = dict.fromkeys((o["features"], o["objective"]) for o in variants.values())
+    fitted = {(label, config.predictor_objective): p for label, p in predictors.items()}
+    fitted |= {k: fit_predictor(config, training_rows, tuple(k[0].split("+")), key, k[1]) for k in kinds
+               if k not in fitted}
+    pruners |= {name: pruner(fitted[o["features"], o["objective"]], allocation, o) for name, o in variants.items()}
     tables = {}
     for (model, dataset), setup in setups.items():
-        chosen = labels if (model, dataset) == target else [main_label]
+        chosen = [*pruners] if (model, dataset) == target else ["autosparse", *variants]
         tables[(model, dataset)] = compare(for_target(config, model, dataset), setup,
-                                           {method_of[label]: predictors[label] for label in chosen}, log,
+                                           {name: pruners[name] for name in chosen}, log,
                                            os.path.join(checkpoints, f"imp_{model}_{dataset}"))
         log(f"{model} on {dataset}, test accuracy (mean ± std over seeds):\n{summary(tables[(model, dataset)])}")
 
-    compared = (*config.methods, "autosparse")
+    compared = (*config.methods, "autosparse", *variants)
     by_method = {(r["method"], r["sparsity"]): r for r in tables[target]}
     main_rows = [r for r in tables[target] if r["method"] in compared]
     ablation = [{"features": label, "prediction_spearman": spearman[label], **by_method[(method_of[label], s)]}
                 for label in config.ablations for s in config.sparsities]
     transfer = [{"target_model": m, "target_dataset": d, **r}
                 for m, d in transfers for r in tables[(m, d)] if r["method"] in compared]
+    row_keys = ("method", "sparsity", "test_accuracy", "failed_seeds", *REPORT_KEYS)
+    comparisons = paired(config, main_rows)
     results = {
         "experiment": "autosparse",
         "source": {"model": config.model, "dataset": config.dataset},
         "target": {"model": target[0], "dataset": target[1]},
+        "evaluation": f"held-out seeds: seed i's initial weights and data order from fold_in(key_i, {EVAL_STREAM}), "
+                      "never seen by the predictor (its rows come from the source IRP of key_i)",
         "ccc": float(np.mean(ccc)),
         "ccc_per_seed": ccc,
         "prediction_spearman": spearman[main_label],
-        "results": [{k: r[k] for k in ("method", "sparsity", "test_accuracy")} for r in main_rows],
-        "ablation": [{k: r[k] for k in ("features", "sparsity", "test_accuracy", "prediction_spearman")}
-                     for r in ablation],
-        "transfer": [{k: r[k] for k in ("target_model", "target_dataset", "method", "sparsity", "test_accuracy")}
-                     for r in transfer],
+        "results": [{k: r[k] for k in row_keys} for r in main_rows],
+        "comparisons": comparisons,
+        "ablation": [{"features": r["features"], "prediction_spearman": r["prediction_spearman"],
+                      **{k: r[k] for k in row_keys if k != "method"}} for r in ablation],
+        "transfer": [{"target_model": r["target_model"], "target_dataset": r["target_dataset"],
+                      **{k: r[k] for k in row_keys}} for r in transfer],
+        "transfer_comparisons": [{"target_model": m, "target_dataset": d, **c} for m, d in transfers
+                                 for c in paired(config, [r for r in tables[(m, d)] if r["method"] in compared])],
         "source_irp_failed": failed,
     }
     if parallel.is_primary():
@@ -306,6 +419,12 @@ def run(config, workdir: str) -> dict:
                         {f"predicted ({label})": p for label, p in predicted.items()})
         plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,
                       f"{target[0]} on {target[1]}: AutoSparse (from {config.model}/{config.dataset}), PaI, IMP")
+        plotting.paired_differences(os.path.join(workdir, "comparisons.png"), comparisons,
+                                    title=f"{target[0]} on {target[1]}, held-out seeds: AutoSparse − each method")
+        plotting.lines_vs_density(os.path.join(workdir, "effective_density.png"),
+                                  pai_experiment.curves(main_rows, "effective_density"),
+                                  ylabel="effective density (kept weights on an input→output path)",
+                                  title=f"{target[0]} on {target[1]}: nominal vs effective density")
         for m, d in transfers:
             plot_accuracy(os.path.join(workdir, f"accuracy_vs_sparsity_{m}_{d}.png"), tables[(m, d)],
                           f"Transfer: {m} on {d} (AutoSparse from {config.model}/{config.dataset})")

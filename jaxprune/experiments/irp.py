@@ -54,10 +54,18 @@ class RoundPrograms:
         self.init = parallel.seed_map(irp.init, setup.mesh, one_device=True)
         self.begin = parallel.seed_map(functools.partial(irp.round_begin, tx=tx, num_steps=self.num_steps), setup.mesh,
                                        one_device=True)
-        self.end = parallel.seed_map(
-            functools.partial(irp.round_end, model=setup.model, steps_per_epoch=steps_per_epoch, scope=config.scope),
-            setup.mesh, in_axes=(0, 0, None, None), one_device=True)
+        self.criterion = config.get("irp_criterion", "magnitude")
+        options = {} if self.criterion == "magnitude" else {  # SNIP: pai_batches x batch_size training examples
+            "criterion": self.criterion, "criterion_examples": config.pai_batches * config.batch_size}
+        self._end = parallel.seed_map(
+            functools.partial(irp.round_end, model=setup.model, steps_per_epoch=steps_per_epoch, scope=config.scope,
+                              **options), setup.mesh, in_axes=(0, 0) + (None,) * (2 + bool(options)), one_device=True)
         self._train = {}
+
+    def end(self, state, progress, density):
+        """Every seed's :func:`jaxprune.irp.round_end` (pruning by ``config.irp_criterion``) to ``density``."""
+        data = () if self.criterion == "magnitude" else (self.setup.train_data,)
+        return self._end(state, progress, self.setup.test_data, density, *data)
 
     def train(self, state, progress, first_step: int, num_steps: int, capture_step: int | None):
         """``num_steps`` training steps of every seed's round from ``first_step``."""
@@ -139,7 +147,7 @@ def run_rounds(
             if log and t < steps and eta.due(n):
                 jax.block_until_ready(progress)
                 log(f"round {r + 1}/{len(densities)}  step {t}/{steps}  {eta}")
-        state, metrics = programs.end(state, progress, setup.test_data, density)
+        state, metrics = programs.end(state, progress, density)
         metrics = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics).items()}
         history.append(metrics)
         if writer:  # before the checkpoint: a checkpoint never covers lines that are not on disk

@@ -10,8 +10,9 @@ Methods:
   GraSP score on ``config.pai_batches`` batches drawn from the training set with each seed's own key;
 - after training: ``magnitude_after`` (train the dense net, keep the largest |θ_T|, rewind to θ_0) and ``imp``
   (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity);
-- learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``;
-  its gradient feature is taken on the same batches SNIP and GraSP score on).
+- learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``,
+  an :class:`~jaxprune.autosparse.Pruner`; its gradient feature is taken on the same batches SNIP and GraSP score
+  on, or on the whole training set).
 """
 from __future__ import annotations
 
@@ -44,28 +45,29 @@ def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_si
 
 
 def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
-             invert: bool = False, predictor: autosparse.PredictorState | None = None):
+             invert: bool = False, predictor: autosparse.Pruner | None = None):
     """ONE seed's mask of a PaI method at ``sparsity``.
 
     ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
     place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
-    scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes once with ``predictor``'s
-    scores (:func:`jaxprune.autosparse.prune`).
+    scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes with ``predictor``'s
+    scores (:func:`jaxprune.autosparse.prune`, which the :class:`~jaxprune.autosparse.Pruner` configures: its
+    allocation replaces ``config.scope``/``config.allocation``).
     """
     batch_key, score_key = jax.random.split(key)
     data = setup.train_data if labels is None else train.Data(setup.train_data.x, labels)
     batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
     apply_fn = train.apply_fn_for(setup.model, batch_stats)
     if method == "autosparse":
-        return autosparse.prune(predictor, apply_fn, params, batches, sparsity, scope=config.scope,
-                                allocation=config.allocation, invert=invert)
+        return autosparse.prune(predictor, apply_fn, params, batches, sparsity, invert=invert,
+                                train_data=(data.x, data.y))
     return pai.prune(method, apply_fn, params, batches, score_key, sparsity, scope=config.scope,
                      allocation=config.allocation, rounds=config.synflow_rounds if method == "synflow" else 1,
                      temperature=config.grasp_temperature, invert=invert)
 
 
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
-              invert: bool = False, predictor: autosparse.PredictorState | None = None) -> dict:
+              invert: bool = False, predictor: autosparse.Pruner | None = None) -> dict:
     """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
     ``keys`` [num_seeds]."""
     one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
@@ -116,7 +118,7 @@ def imp_masks(config, setup: common.Setup, sparsities, log=None, checkpoint_dir:
 
 
 def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, sparsities, log=None,
-                 invert: bool = False, predictor: autosparse.PredictorState | None = None,
+                 invert: bool = False, predictor: autosparse.Pruner | None = None,
                  checkpoint_dir: str | None = None) -> dict:
     """{sparsity: stacked masks} for any method in :func:`methods` or :data:`LEARNED`, from the seeds' initial
     weights; ``autosparse`` needs the trained ``predictor``. ``imp`` checkpoints its rounds under
@@ -128,7 +130,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
     if invert and method in AFTER_TRAINING:
         raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.methods())}, not {method!r}")
     if method in LEARNED and predictor is None:
-        raise ConfigError(f"method {method!r} needs a trained predictor (predictor=autosparse.train_predictor(...))")
+        raise ConfigError(f"method {method!r} needs a trained predictor (predictor=autosparse.Pruner(...))")
     if method == "imp":
         return imp_masks(config, setup, sparsities, log, checkpoint_dir)
     if method == "magnitude_after":
