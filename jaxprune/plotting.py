@@ -83,6 +83,40 @@ def comparison_label(c: dict) -> str:
     return f"{c['a']} − {c['b']} @ sparsity {c['sparsity']:g} (n={c['num_pairs']}{missing})"
 
 
+def paired_difference_grid(path: str, comparisons: list[dict], *, title: str) -> None:
+    """Many methods A against a few methods B (entries of :func:`jaxprune.stats.comparisons`): one panel per B,
+    one row per A, and per sparsity one dot (mean paired difference A − B) with its interval, offset within the
+    row and coloured by sparsity; hollow where the interval contains 0 (inconclusive). Readable where
+    :func:`paired_differences` would need a row for every (A, B, sparsity)."""
+    bs = list(dict.fromkeys(c["b"] for c in comparisons))
+    As = list(dict.fromkeys(c["a"] for c in comparisons))
+    sparsities = sorted({c["sparsity"] for c in comparisons})
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(sparsities), 1)))
+    fig, axes = plt.subplots(1, len(bs), figsize=(2.6 * len(bs) + 3.5, 1.2 + 0.45 * len(As)), sharey=True,
+                             squeeze=False)
+    for ax, b in zip(axes[0], bs):
+        for c in (c for c in comparisons if c["b"] == b and c["mean_difference"] is not None):
+            k = sparsities.index(c["sparsity"])
+            y = As.index(c["a"]) + (k - (len(sparsities) - 1) / 2) * 0.22
+            lower, upper = (c["lower"], c["upper"]) if c["lower"] is not None else (c["mean_difference"],) * 2
+            ax.errorbar(c["mean_difference"], y, xerr=[[c["mean_difference"] - lower], [upper - c["mean_difference"]]],
+                        fmt="o", color=colors[k], mfc=colors[k] if c["verdict"] != "inconclusive" else "none",
+                        capsize=2, markersize=4)
+        ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(f"A − {b}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(range(len(As)), As, fontsize=7)
+    axes[0][0].set_ylim(len(As) - 0.5, -0.5)
+    c0 = comparisons[0] if comparisons else {"metric": "", "confidence": 0.95, "interval": "t"}
+    fig.supxlabel(f"paired difference in {c0['metric']} ({c0['confidence']:.0%} {c0['interval']} interval; "
+                  "hollow: contains 0)", fontsize=9)
+    axes[0][-1].legend([Line2D([], [], color=colors[k], marker="o", linestyle="") for k in range(len(sparsities))],
+                       [f"sparsity {s:g}" for s in sparsities], fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
+
+
 def paired_differences(path: str, comparisons: list[dict], *, title: str, xlabel: str | None = None) -> None:
     """One row per comparison (entries of :func:`jaxprune.stats.comparisons`): the mean paired difference A − B
     as a dot with its interval as a bar, coloured by verdict (green A > B, red A < B, grey inconclusive), and a

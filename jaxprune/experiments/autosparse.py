@@ -419,8 +419,8 @@ def run(config, workdir: str) -> dict:
                         {f"predicted ({label})": p for label, p in predicted.items()})
         plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,
                       f"{target[0]} on {target[1]}: AutoSparse (from {config.model}/{config.dataset}), PaI, IMP")
-        plotting.paired_differences(os.path.join(workdir, "comparisons.png"), comparisons,
-                                    title=f"{target[0]} on {target[1]}, held-out seeds: AutoSparse − each method")
+        plotting.paired_difference_grid(os.path.join(workdir, "comparisons.png"), comparisons,
+                                        title=f"{target[0]} on {target[1]}, held-out seeds: AutoSparse − each method")
         plotting.lines_vs_density(os.path.join(workdir, "effective_density.png"),
                                   pai_experiment.curves(main_rows, "effective_density"),
                                   ylabel="effective density (kept weights on an input→output path)",
