@@ -19,10 +19,10 @@ def get_config():
     c.experiment = "mutual_information"
     del c["sparsities"]
     c.sparsity = 0.9  # every method's final masks keep 10% of the prunable weights
-    c.num_seeds = 2
+    c.num_seeds = 1  # initializations W of the MI estimates (each mask ensemble is conditioned on one)
     # Dataset-draw design: random, magnitude, synflow (data-independent: true MI 0), snip, grasp, imp (one estimate
     # per round), magnitude_after (prune after t = 0..epochs epochs of dense training).
-    c.methods = ("random", "snip", "magnitude_after")
+    c.methods = ("snip",)
     c.num_draws = 8  # K dataset draws (same inputs, labels redrawn): MI is capped at log2 K bits
     c.repeats = 4  # R masks per (init, draw) from the method's own randomness (data order, batches, scores)
     c.draw_noise = 0.1  # fraction of training labels each draw redraws uniformly (1.0 saturates at log2 K bits)
@@ -37,4 +37,5 @@ def get_config():
     # Ridge decoders (l1 = 0): fitted on the masks' row space, so the cost does not grow with the weight count.
     c.noise_penalties = ((0.0, 1e3), (0.0, 10.0), (0.0, 1.0), (0.0, 0.1), (0.0, 0.01))
     c.capacity = True  # run the memorization experiment on the same methods at c.sparsity (subfolder memorization/)
+    c.capacity_seeds = 2  # its seeds (seed 0 is the MI's initialization)
     return c

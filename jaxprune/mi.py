@@ -297,23 +297,32 @@ def noise_bit_gains(
     """Per-mask information gain in bits, [Q, N]: Σ_j [-log2 p̂_qj(z_qij) + log2 q_qj(z_qij | m_i)] for each of
     the Q bit sets ``bit_sets`` [Q, N, B] (the noise and its row permutations), p̂_qj the frequency of bit j.
 
-    Penalty choice (per bit set q and fold f): the first ``selection_bits`` bits are decoded at every penalty;
-    fold f gets the penalty with the least held-out loss, summed over those bits, on the OTHER folds. Then every
-    bit is decoded at its fold's penalty. Two batched fits in all."""
+    Every bit is decoded at one penalty per (bit set q, fold f), and bit j's gain on fold f counts only if the
+    decoder of bit j gained (Σ of its gains > 0) on the OTHER folds; else 0 is claimed for it there
+    (I(M; z_j) >= 0 always holds), so the bits a decoder cannot read add no negative regret to the sum. The
+    penalty of (q, f) is chosen by that same rule: the first ``selection_bits`` bits are decoded at every penalty,
+    and fold f gets the one with the largest Σ_j max(0, gain of bit j on the other folds). Two batched fits."""
     num_sets, n, num_bits = bit_sets.shape
     targets = jnp.moveaxis(bit_sets, 1, 0)  # [N, Q, B]
     losses = partial(heldout_bit_losses, features, fold_of=fold_of, num_folds=num_folds, num_steps=num_steps,
                      learning_rate=learning_rate)
-    chosen_bits = targets[:, :, :selection_bits].reshape(n, -1)
-    grid = losses(chosen_bits, l1=penalties[None, None, :, 0], l2=penalties[None, None, :, 1])  # [N, Q·S, G]
-    grid = grid.reshape(n, num_sets, -1, penalties.shape[0]).sum(2)  # [N, Q, G]
-    fold_loss = jnp.einsum("nf,nqg->qfg", jax.nn.one_hot(fold_of, num_folds), grid)
-    chosen = jnp.argmin(fold_loss.sum(1, keepdims=True) - fold_loss, axis=-1)  # [Q, F]
-    per_column = lambda a: jnp.repeat(a[chosen], num_bits, axis=0)[:, :, None]  # noqa: E731  [Q·B, F, 1]
-    conditional = losses(targets.reshape(n, -1), l1=per_column(penalties[:, 0]), l2=per_column(penalties[:, 1]))
     frequency = jnp.clip(targets.mean(0), 1e-12, 1 - 1e-12)  # [Q, B]
     marginal = -jnp.log2(jnp.where(targets > 0, frequency, 1 - frequency))  # [N, Q, B]
-    return jnp.sum(marginal - conditional.reshape(n, num_sets, num_bits), axis=-1).T
+    in_fold = jax.nn.one_hot(fold_of, num_folds)
+
+    def other_folds(gain):  # [N, Q, B, ...] -> [Q, B, F, ...]: each bit's summed gain outside each fold
+        fold_gain = jnp.einsum("nf,nqb...->qbf...", in_fold, gain)
+        return fold_gain.sum(2, keepdims=True) - fold_gain
+
+    chosen_bits = targets[:, :, :selection_bits].reshape(n, -1)
+    grid = losses(chosen_bits, l1=penalties[None, None, :, 0], l2=penalties[None, None, :, 1])  # [N, Q·S, G]
+    grid = marginal[:, :, :selection_bits, None] - grid.reshape(n, num_sets, -1, penalties.shape[0])
+    chosen = jnp.argmax(jnp.maximum(other_folds(grid), 0.0).sum(1), axis=-1)  # [Q, F]
+    per_column = lambda a: jnp.repeat(a[chosen], num_bits, axis=0)[:, :, None]  # noqa: E731  [Q·B, F, 1]
+    conditional = losses(targets.reshape(n, -1), l1=per_column(penalties[:, 0]), l2=per_column(penalties[:, 1]))
+    gain = marginal - conditional.reshape(n, num_sets, num_bits)
+    claimed = other_folds(gain) > 0  # [Q, B, F]: the decoder of the bit gained on the other folds
+    return jnp.sum(jnp.where(jnp.moveaxis(claimed[:, :, fold_of], -1, 0), gain, 0.0), axis=-1).T
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -482,9 +491,10 @@ def noise_bits_bound(
     ``lower`` = mean(d) - z·std(d)/sqrt(N) (CLT over masks), which can far exceed log2 of any number of dataset
     draws; ``upper`` = n (I(M; Z) <= H(Z) <= n bits).
 
-    Penalties: per fold, the one with the least held-out loss over the first ``selection_bits`` bits on the other
-    folds (:func:`noise_bit_gains`). ``null_bits``: the same procedure (penalty choice included) on
-    ``num_permutations`` row-permutations of ``noise``. Cost: one batched fit of
+    Penalties: per fold, the one that gains most over the first ``selection_bits`` bits on the other folds; a bit
+    whose decoder did not gain on the other folds claims 0 on this fold (:func:`noise_bit_gains`).
+    ``null_bits``: the same procedure (penalty choice included) on ``num_permutations`` row-permutations of
+    ``noise``. Cost: one batched fit of
     (1 + num_permutations) · selection_bits · num_folds · len(penalties) columns and one of
     (1 + num_permutations) · n · num_folds columns, each ``num_steps`` steps of two [N, W] x [W, columns] products.
     """

@@ -261,3 +261,15 @@ def test_ridge_decoders_are_unchanged_by_the_row_space_rotation():
                                 num_folds=3, num_steps=3000, learning_rate=0.02)
              for features in (mi.standardize(jnp.asarray(masks)), rotated)]
     np.testing.assert_allclose(gains[0], gains[1], atol=2e-3)
+
+
+def test_unreadable_bits_add_no_regret_to_the_sum():
+    # one bit readable (1 - h(0.1) = 0.53 bits) among 96 that no decoder can read: fitting an intercept on 160
+    # masks costs ~0.005 bits per bit held out, ~0.4 bits over 95 bits, unless such bits claim 0
+    rng = np.random.default_rng(14)
+    noise = rng.random((200, 96)) < 0.5
+    copy = noise[:, :1] ^ (rng.random((200, 1)) < 0.1)
+    masks = np.concatenate([copy, rng.random((200, 300)) < 0.5], axis=1)
+    result, alone = mi.noise_bits_bound(masks, noise), mi.noise_bits_bound(masks, noise[:, :1])
+    assert result.lower <= result.bits <= result.upper and result.lower <= 1 - binary_entropy(0.1)
+    assert alone.bits - 0.1 <= result.bits <= alone.bits + 0.05, (result, alone)

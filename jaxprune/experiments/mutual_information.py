@@ -77,6 +77,7 @@ def validate(config) -> None:
     mi._checked_options(config.num_folds, config.num_permutations, config.confidence, config.noise_penalties)
     validate_pruning(config)
     if config.capacity:
+        check_positive_int(config, "capacity_seeds")
         memorization.validate(memorization_config(config))
 
 
@@ -84,7 +85,9 @@ def memorization_config(config):
     """The memorization experiment's config for the capacity beside the MI: ``config`` (whose data, model,
     optimizer and convergence keys are the memorization config's) at the one sparsity, on ``noise_methods``."""
     mem = config.copy_and_resolve_references()
-    mem.experiment, mem.methods, mem.sparsities = "memorization", tuple(config.noise_methods), (config.sparsity,)
+    with mem.unlocked():
+        mem.experiment, mem.methods, mem.sparsities = "memorization", tuple(config.noise_methods), (config.sparsity,)
+        mem.num_seeds = config.num_seeds if config.seed_ids else config.capacity_seeds
     return mem
 
 
