@@ -130,13 +130,15 @@ def test_noise_bits_at_most_the_examples():
 
 
 def test_noise_draws_switch_to_the_alternative_label_exactly_on_the_bits():
-    y = jax.numpy.asarray(np.arange(200) % 10)
-    bits, labels = mie.noise_draws(y, 10, 30, jax.random.key(0))
+    y = jax.numpy.asarray(np.arange(250) % 10)
+    bits, labels = mie.noise_draws(y, 10, 30, 200, jax.random.key(0))
     bits, labels, y = np.asarray(bits), np.asarray(labels), np.asarray(y)
-    assert bits.shape == labels.shape == (30, 200) and abs(bits.mean() - 0.5) < 0.03
-    np.testing.assert_array_equal(labels == y, ~bits)  # the alternative label always differs from y
-    alternative = np.where(bits, labels, -1).max(0)  # one alternative per example, shared by the draws
-    assert np.all((labels == y) | (labels == alternative)) and len(np.unique(alternative)) == 10
+    assert bits.shape == (30, 200) and labels.shape == (30, 250) and abs(bits.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(labels[:, :200] == y[:200], ~bits)  # the alternative label always differs from y
+    np.testing.assert_array_equal(labels[:, 200:], np.broadcast_to(y[200:], (30, 50)))  # no bit: label kept
+    alternative = np.where(bits, labels[:, :200], -1).max(0)  # one alternative per example, shared by the draws
+    assert np.all((labels[:, :200] == y[:200]) | (labels[:, :200] == alternative))
+    assert len(np.unique(alternative)) == 10
 
 
 def test_saturated_when_the_interval_reaches_the_cap():

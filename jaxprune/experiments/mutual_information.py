@@ -23,10 +23,15 @@ Masks M[k, r, s, stage] come from one jitted call per method, vmapped over draws
 ``magnitude_after``'s mask after t = 0..epochs epochs of dense training (prune after t epochs: the
 "information gained during training" curve; t = 0 is magnitude at init).
 
-Label-noise bound (``noise_bits`` > 0, binary labels): for ``noise_methods``, an extra ensemble with one
-fresh, wholly random label vector per mask (K·R draws, R = 1) decodes its first ``noise_bits`` labels, fair
-independent bits z_j, from the final mask: Σ_j I(M; z_j) <= I(M; Z | W) (:func:`jaxprune.mi.noise_bits_bound`),
-which is not capped at log2 K.
+Noise-bit design, the headline (``noise_bits`` > 0), in the memorization setting (configs/memorization.py's
+data, model, optimizer and convergence rule): inputs and W fixed, the labels y of the memorization dataset; each
+of the first ``noise_bits`` examples j has an alternative label a_j ≠ y_j, and mask i of ``noise_masks`` per
+seed is computed on labels where example j carries a_j iff its fair bit z_ij = 1 (:func:`noise_draws`), with
+its own ξ. Then Σ_j I(M; z_j) <= I(M; Z | W) (:func:`jaxprune.mi.noise_bits_bound`: cross-fitted decoders of
+each bit from the mask, a permutation null), in bits, up to ``noise_bits`` — not capped at log2 K. Every stage
+is bounded (IMP rounds, epochs before magnitude pruning: information gained during training). Beside it, the
+memorization capacity of the same methods at ``sparsity`` (:func:`capacity`: the memorization experiment itself).
+Magnitude and SynFlow masks are functions of W alone (:data:`DETERMINISTIC`): computed once per seed, bound 0.
 
 Units: ``mi.MIResult`` is in bits. p_eff is reported with I in nats (I_nats = bits · ln 2): the summary of
 No Free Prune in shared/papers/ does not state the base; its Law of Robustness holds up to absolute constants,
@@ -51,6 +56,7 @@ from jaxprune.experiments import common, masking, memorization
 from jaxprune.experiments.irp import check_rewind_step
 
 DATA_INDEPENDENT = ("random", "magnitude", "synflow")
+DETERMINISTIC = ("magnitude", "synflow")  # the mask is a function of W alone: the same for every draw and key
 
 
 def validate(config) -> None:
@@ -74,7 +80,6 @@ def validate(config) -> None:
     check_positive_int(config, "noise_masks", minimum=2 * config.num_folds)
     if not 0 < config.confidence < 1:
         raise ConfigError(f"config.confidence={config.confidence!r}: must be in (0, 1)")
-    mi._checked_options(config.num_folds, config.num_permutations, config.confidence, config.noise_penalties)
     validate_pruning(config)
     if config.capacity:
         check_positive_int(config, "capacity_seeds")
@@ -110,14 +115,17 @@ def draw_labels(clean_y: jax.Array, num_classes: int, fraction: float, keys: jax
     return jax.vmap(lambda k: corrupt_labels(clean_y, num_classes, fraction, k)[0])(keys)
 
 
-def noise_draws(y: jax.Array, num_classes: int, num_masks: int, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(bits [num_masks, n], labels [num_masks, n]): label noise encoded as fair independent bits. Example j has
-    an alternative label a_j, uniform over the classes other than y_j and fixed by ``key``; draw i gives example j
-    the label a_j if bits[i, j] = 1, else y_j. The bits are the only randomness across draws, so Z = bits."""
+def noise_draws(y: jax.Array, num_classes: int, num_masks: int, num_noisy: int,
+                key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(bits [num_masks, num_noisy], labels [num_masks, n]): label noise encoded as fair independent bits. Each of
+    the first ``num_noisy`` examples j has an alternative label a_j, uniform over the classes other than y_j and
+    fixed by ``key``; draw i gives it the label a_j if bits[i, j] = 1, else y_j. The other examples keep y_j. The
+    bits are the only randomness across draws, so Z = bits."""
     alternative_key, bits_key = jax.random.split(key)
     alternative = (y + jax.random.randint(alternative_key, y.shape, 1, num_classes)) % num_classes
-    bits = jax.random.bernoulli(bits_key, 0.5, (num_masks, y.shape[0]))
-    return bits, jnp.where(bits, alternative, y)
+    bits = jax.random.bernoulli(bits_key, 0.5, (num_masks, num_noisy))
+    noisy = jnp.zeros((num_masks, y.shape[0]), bool).at[:, :num_noisy].set(bits)
+    return bits, jnp.where(noisy, alternative, y)
 
 
 def ensemble(track, setup: common.Setup, seeds: common.Seeds, labels: jax.Array, keys: jax.Array):
@@ -200,7 +208,7 @@ def flat_masks(stacked, params_one) -> np.ndarray:
 
 def estimate_given_init(flat: np.ndarray, config, key, noise=None) -> tuple[mi.MIResult, list[mi.MIResult]]:
     """(I(M; D | W), per-seed estimates) from flat masks [K, R, S, W]; ``noise`` [K, n] bits (R = 1): the
-    noise-bit bound of I(M; Z | W) over them, with ridge decoders ``config.noise_penalties``."""
+    noise-bit bound of I(M; Z | W) over them (:func:`jaxprune.mi.noise_bits_bound`)."""
     num_draws, repeats, num_seeds, _ = flat.shape
     options = dict(num_folds=config.num_folds, num_permutations=config.num_permutations,
                    confidence=mi.seed_confidence(config.confidence, num_seeds))
@@ -211,8 +219,7 @@ def estimate_given_init(flat: np.ndarray, config, key, noise=None) -> tuple[mi.M
             labels = np.repeat(np.arange(num_draws), repeats)
             per_seed.append(mi.estimate(seed_masks, labels, method=config.estimator, key=seed_key, **options))
         else:
-            per_seed.append(mi.noise_bits_bound(seed_masks, noise, key=seed_key, penalties=config.noise_penalties,
-                                                **options))
+            per_seed.append(mi.noise_bits_bound(seed_masks, noise, key=seed_key, **options))
     return mi.conditional(per_seed), per_seed
 
 
@@ -243,8 +250,13 @@ def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: flo
 
 
 def method_results(method, config, setup, seeds, labels, keys, params_one, log, noise=None) -> list[dict]:
-    """One summary per stage of ``method``'s ensemble; with ``noise`` [K, n] bits, the noise-bit bound."""
-    flat = flat_masks(method_ensemble(method, config, setup, seeds, labels, keys), params_one)
+    """One summary per stage of ``method``'s ensemble; with ``noise`` [K, n] bits, the noise-bit bound. A
+    :data:`DETERMINISTIC` method's mask is computed once per seed and repeated over draws and repeats."""
+    if method in DETERMINISTIC:
+        one = flat_masks(method_ensemble(method, config, setup, seeds, labels[:1], keys[:1, :1]), params_one)
+        flat = np.broadcast_to(one, (*keys.shape[:2], *one.shape[2:]))
+    else:
+        flat = flat_masks(method_ensemble(method, config, setup, seeds, labels, keys), params_one)
     log(f"{method}: masks {flat.shape[:-1]} x {flat.shape[-1]} weights")
     max_bits = float(np.log2(config.num_draws)) if noise is None else float(noise.shape[1])
     out = []
@@ -364,9 +376,9 @@ def run(config, workdir: str) -> dict:
     noise_rows = {}
     if config.noise_bits:
         bits, noise_labels = noise_draws(setup.dataset.y_train, setup.dataset.num_classes, config.noise_masks,
-                                         noise_key)
+                                         config.noise_bits, noise_key)
         noise_keys = jax.random.split(jax.random.fold_in(xi_key, 1), (config.noise_masks, 1, config.num_seeds))
-        bits = np.asarray(bits[:, : config.noise_bits])
+        bits = np.asarray(bits)
         noise_rows = {m: method_results(m, config, setup, seeds, noise_labels, noise_keys, params_one, log, bits)
                       for m in config.noise_methods}
     capacities = capacity(config, os.path.join(workdir, "memorization")) if config.capacity else {}
