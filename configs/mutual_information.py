@@ -34,6 +34,7 @@ def get_config():
     c.noise_methods = ("random", "magnitude", "synflow", "snip", "grasp", "imp", "magnitude_after")
     c.noise_masks = 128  # masks per seed, each on its own label-noise draw
     c.noise_bits = 64  # the first noise_bits examples carry a noise bit, all decoded; the others keep their label
+    c.noise_curve_every = 4  # bound every 4th stage (IMP round, epoch before magnitude pruning) and the last
     c.capacity = True  # run the memorization experiment on the same methods at c.sparsity (subfolder memorization/)
     c.capacity_seeds = 2  # its seeds (seed 0 is the MI's initialization)
     return c

@@ -166,7 +166,7 @@ def test_tiny_run_writes_estimates_and_figures(tmp_path):
     assert all(isinstance(r["saturated"], bool) for r in results["methods"].values())
     noise = results["noise_bits_bound"]
     assert noise["magnitude"]["upper"] == 16.0 and noise["magnitude"]["bits"] <= 1e-6  # one mask per seed
-    assert [r["stage"] for r in results["noise_bits_training_time"]] == list(range(config.epochs + 1))
+    assert [r["stage"] for r in results["noise_bits_training_time"]] == [0, 2]  # every 4th epoch and the last
     assert [r["method"] for r in results["headline"]] == sorted(noise, key=lambda m: -noise[m]["bits"])
     for row in results["headline"]:
         assert row["memorized_fraction"] == pytest.approx(results["capacity"][row["method"]]["memorized_fraction_mean"])
@@ -177,7 +177,7 @@ def test_tiny_run_writes_estimates_and_figures(tmp_path):
         assert os.path.getsize(tmp_path / name) > 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {line["pruning"] for line in lines if line["design"] == "draws"} == set(config.methods)
-    assert len(lines) == 1 + len(results["imp_rounds"]) + len(results["training_time"]) + 1 + config.epochs + 1
+    assert len(lines) == 1 + len(results["imp_rounds"]) + len(results["training_time"]) + 1 + 2
     json.dumps(results, default=lambda o: o.tolist())
 
 

@@ -78,6 +78,7 @@ def validate(config) -> None:
     check_positive_int(config, "num_permutations")
     check_positive_int(config, "noise_bits", minimum=0)
     check_positive_int(config, "noise_masks", minimum=2 * config.num_folds)
+    check_positive_int(config, "noise_curve_every")
     if not 0 < config.confidence < 1:
         raise ConfigError(f"config.confidence={config.confidence!r}: must be in (0, 1)")
     validate_pruning(config)
@@ -250,7 +251,8 @@ def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: flo
 
 
 def method_results(method, config, setup, seeds, labels, keys, params_one, log, noise=None) -> list[dict]:
-    """One summary per stage of ``method``'s ensemble; with ``noise`` [K, n] bits, the noise-bit bound. A
+    """One summary per stage of ``method``'s ensemble; with ``noise`` [K, n] bits, the noise-bit bound of every
+    ``noise_curve_every``-th stage and the last. A
     :data:`DETERMINISTIC` method's mask is computed once per seed and repeated over draws and repeats."""
     if method in DETERMINISTIC:
         one = flat_masks(method_ensemble(method, config, setup, seeds, labels[:1], keys[:1, :1]), params_one)
@@ -260,7 +262,9 @@ def method_results(method, config, setup, seeds, labels, keys, params_one, log, 
     log(f"{method}: masks {flat.shape[:-1]} x {flat.shape[-1]} weights")
     max_bits = float(np.log2(config.num_draws)) if noise is None else float(noise.shape[1])
     out = []
-    for i, stage in enumerate(stages(method, config)):
+    names = stages(method, config)
+    every = config.noise_curve_every if noise is not None else 1
+    for i, stage in [(i, x) for i, x in enumerate(names) if i % every == 0 or i == len(names) - 1]:
         result, per_seed = estimate_given_init(flat[:, :, :, i], config, jax.random.key(config.seed), noise)
         out.append(summary(result, per_seed, float(flat[:, :, :, i].sum(-1).mean()), max_bits, pruning=method,
                            stage=stage, density=float(flat[:, :, :, i].mean())))
