@@ -236,7 +236,7 @@ def heldout_log_loss(
 @partial(jax.jit, static_argnames=("num_classes", "num_folds", "num_steps", "learning_rate"))
 def classifier_gain(
     features: jax.Array,
-    targets: jax.Array,
+    labels: jax.Array,
     fold_of: jax.Array,
     penalties: jax.Array,
     num_classes: int,
@@ -244,13 +244,11 @@ def classifier_gain(
     num_steps: int,
     learning_rate: float,
 ) -> jax.Array:
-    """Per-mask information gain in bits, [N]: Σ_t [-log2 p̂_t(y_it) + log2 q_t(y_it | m_i)] over the target
-    columns t of ``targets`` [N, T] (integer classes), p̂_t the class frequencies of column t."""
-    onehot = jax.nn.one_hot(targets.T, num_classes)  # [T, N, K]
-    marginal = -jnp.sum(onehot * jnp.log2(jnp.maximum(onehot.mean(1, keepdims=True), 1e-12)), axis=-1)
-    loss = partial(heldout_log_loss, num_folds=num_folds, num_steps=num_steps, learning_rate=learning_rate)
-    conditional = jax.vmap(lambda oh: loss(features, oh, fold_of, penalties))(onehot)
-    return jnp.sum(marginal - conditional, axis=0)
+    """Per-mask information gain in bits, [N]: -log2 p̂(y_i) + log2 q(y_i | m_i) for integer ``labels`` [N],
+    p̂ the class frequencies, q the cross-fitted decoder (:func:`heldout_log_loss`)."""
+    onehot = jax.nn.one_hot(labels, num_classes)  # [N, K]
+    marginal = -jnp.sum(onehot * jnp.log2(jnp.maximum(onehot.mean(0), 1e-12)), axis=-1)
+    return marginal - heldout_log_loss(features, onehot, fold_of, penalties, num_folds, num_steps, learning_rate)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -369,10 +367,8 @@ def _two_sided_z(confidence: float) -> float:
 
 def _classifier_result(
     masks: np.ndarray,
-    targets: np.ndarray,
-    strata: np.ndarray,
-    num_classes: int,
-    max_bits: float,
+    labels: np.ndarray,
+    num_labels: int,
     key: jax.Array,
     *,
     num_folds: int,
@@ -382,20 +378,18 @@ def _classifier_result(
     num_steps: int,
     learning_rate: float,
 ) -> MIResult:
-    """:func:`classifier_gain` on ``targets`` [N, T] and on row-permutations of them, summarized in bits.
-
-    Folds are stratified by ``strata``. bits = mean gain, lower = the lower end of its CLT interval, upper = max_bits.
-    """
+    """:func:`classifier_gain` on ``labels`` [N] and on permutations of them, summarized in bits (folds stratified
+    by label; bits = mean gain, lower = the lower end of its CLT interval, upper = log2 num_labels)."""
     fold_key, perm_key = jax.random.split(key)
-    folds = _stratified_folds(strata, num_folds, fold_key)
-    permutations = _permutations(perm_key, num_permutations, targets.shape[0])
-    features, targets = standardize(jnp.asarray(masks)), jnp.asarray(targets)
+    folds = _stratified_folds(labels, num_folds, fold_key)
+    permutations = _permutations(perm_key, num_permutations, labels.shape[0])
+    features, labels = standardize(jnp.asarray(masks)), jnp.asarray(labels)
     gain = partial(
-        classifier_gain, features, fold_of=folds, penalties=jnp.asarray(penalties), num_classes=num_classes,
+        classifier_gain, features, fold_of=folds, penalties=jnp.asarray(penalties), num_classes=num_labels,
         num_folds=num_folds, num_steps=num_steps, learning_rate=learning_rate,
     )
-    gains = jax.vmap(gain)(jnp.concatenate([targets[None], targets[permutations]]))  # [1 + P, N]
-    return _gain_summary(gains, max_bits, confidence)
+    gains = jax.vmap(gain)(jnp.concatenate([labels[None], labels[permutations]]))  # [1 + P, N]
+    return _gain_summary(gains, float(np.log2(num_labels)), confidence)
 
 
 def _gain_summary(gains: jax.Array, max_bits: float, confidence: float) -> MIResult:
@@ -460,7 +454,7 @@ def estimate(
         lower, upper = float(jnp.clip(bits - z * se, 0.0, bits)), float(jnp.clip(bits + z * se, bits, max_bits))
         return MIResult(bits, lower, upper, np.asarray(jnp.clip(null, 0.0, max_bits)), "plugin")
     return _classifier_result(
-        masks, labels[:, None], labels, num_labels, max_bits, key, num_folds=num_folds,
+        masks, labels, num_labels, key, num_folds=num_folds,
         num_permutations=num_permutations, confidence=confidence, penalties=penalties, num_steps=num_steps,
         learning_rate=learning_rate,
     )

@@ -148,7 +148,8 @@ def test_saturated_when_the_interval_reaches_the_cap():
 
 def test_tiny_run_writes_estimates_and_figures(tmp_path):
     config = tiny_config(methods=("magnitude", "imp", "magnitude_after"), noise_bits=16,
-                         noise_methods=("magnitude", "magnitude_after"), capacity=True)
+                         noise_methods=("magnitude", "magnitude_after"), capacity=True,
+                         capacity_methods=("magnitude", "magnitude_after"))
     jconfig.validate_common(config)
     mie.validate(config)
     results = mie.run(config, str(tmp_path))

@@ -89,10 +89,10 @@ def validate(config) -> None:
 
 def memorization_config(config):
     """The memorization experiment's config for the capacity beside the MI: ``config`` (whose data, model,
-    optimizer and convergence keys are the memorization config's) at the one sparsity, on ``noise_methods``."""
+    optimizer and convergence keys are the memorization config's) at the one sparsity, on ``capacity_methods``."""
     mem = config.copy_and_resolve_references()
     with mem.unlocked():
-        mem.experiment, mem.methods, mem.sparsities = "memorization", tuple(config.noise_methods), (config.sparsity,)
+        mem.experiment, mem.methods, mem.sparsities = "memorization", tuple(config.capacity_methods), (config.sparsity,)
         mem.num_seeds = config.num_seeds if config.seed_ids else config.capacity_seeds
     return mem
 
@@ -336,7 +336,7 @@ def write_outputs(workdir: str, config, rows: dict, noise_rows: dict) -> None:
 
 def capacity(config, workdir: str) -> dict:
     """{method: memorization capacity} at ``config.sparsity``: the memorization experiment
-    (:func:`jaxprune.experiments.memorization.run`, its own outputs under ``workdir``) on ``noise_methods``, with
+    (:func:`jaxprune.experiments.memorization.run`, its own outputs under ``workdir``) on ``capacity_methods``, with
     its convergence rule; per method the memorized fraction per seed, its mean, the mean number of points and the
     epochs run."""
     os.makedirs(workdir, exist_ok=True)
