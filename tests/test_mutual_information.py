@@ -27,7 +27,7 @@ def tiny_config(**overrides):
     c.update(dict(num_examples=64, num_test=64, input_dim=8, num_classes=2, widths=(8,), epochs=2, batch_size=16,
                   num_draws=4, repeats=4, num_folds=2, num_permutations=2, synflow_rounds=3,
                   prune_fraction=0.5, sparsity=0.75, draw_noise=1.0, learning_rate=0.05, noise_bits=0,
-                  noise_masks=8, capacity=False, max_epochs=3, min_epochs=0))
+                  noise_masks=8, capacity=False, max_epochs=3, min_epochs=0, num_seeds=2))
     c.update(overrides)
     return c
 
