@@ -37,7 +37,9 @@ QUICK = {
     "noise_correlation": {"methods": ("imp", "snip", "random"), "sparsities": (0.5,), "max_epochs": 2,
                           "min_epochs": 0, "prune_fraction": 0.5},
     "mutual_information": {"methods": ("snip", "imp"), "sparsity": 0.5, "num_draws": 2, "repeats": 2,
-                           "num_folds": 2, "num_permutations": 1, "prune_fraction": 0.5, "batch_size": 16},
+                           "num_folds": 2, "num_permutations": 1, "prune_fraction": 0.5, "batch_size": 16,
+                           "noise_masks": 8, "noise_bits": 16, "noise_methods": ("snip", "imp"),
+                           "capacity_methods": ("snip", "imp"), "max_epochs": 2, "min_epochs": 0},
     "autosparse": {"rounds": 2, "predictor_steps": 5, "predictor_batch_size": 256, "methods": ("random", "snip"),
                    "ablations": (), "transfer_targets": (), "sparsities": (0.5,)},
 }

@@ -24,9 +24,10 @@ CONFIG_FILE = os.path.join(ROOT, "configs", "mutual_information.py")
 
 def tiny_config(**overrides):
     c = mi_config.get_config()
-    c.update(dict(num_examples=64, num_test=64, input_dim=8, widths=(8,), epochs=2, batch_size=16,
+    c.update(dict(num_examples=64, num_test=64, input_dim=8, num_classes=2, widths=(8,), epochs=2, batch_size=16,
                   num_draws=4, repeats=4, num_folds=2, num_permutations=2, synflow_rounds=3,
-                  prune_fraction=0.5, sparsity=0.75, draw_noise=1.0, learning_rate=0.05))
+                  prune_fraction=0.5, sparsity=0.75, draw_noise=1.0, learning_rate=0.05, noise_bits=0,
+                  noise_masks=8, capacity=False, max_epochs=3, min_epochs=0, num_seeds=2))
     c.update(overrides)
     return c
 
@@ -110,7 +111,7 @@ def test_conditional_averages_over_seeds_with_bonferroni():
 
 def test_p_eff_adds_kept_weights_and_nats():
     assert mi.p_eff(140.8, 3.0) == pytest.approx(140.8 + 3.0 * math.log(2.0))
-    row = mie.summary(mi.MIResult(2.0, 1.0, 3.0, np.zeros(2), "classifier"), [], 100.0)
+    row = mie.summary(mi.MIResult(2.0, 1.0, 3.0, np.zeros(2), "classifier"), [], 100.0, 3.0)
     assert row["p_eff_nats"] == pytest.approx(100 + 2 * math.log(2))
     assert row["p_eff_nats_interval"] == pytest.approx([100 + math.log(2), 100 + 3 * math.log(2)])
 
@@ -122,14 +123,33 @@ def test_validate_rejects_bad_keys(key, value):
         mie.validate(tiny_config(num_draws=2, **{key: value}) if key == "repeats" else tiny_config(**{key: value}))
 
 
-def test_noise_bits_need_binary_labels():
-    config = tiny_config(num_classes=10, noise_bits=4)
-    with pytest.raises(ConfigError, match="noise_bits"):
+def test_noise_bits_at_most_the_examples():
+    config = tiny_config(noise_bits=65)
+    with pytest.raises(ConfigError, match="noise_bits=65"):
         mie.check_data(config, common.setup(config).dataset)
 
 
+def test_noise_draws_switch_to_the_alternative_label_exactly_on_the_bits():
+    y = jax.numpy.asarray(np.arange(250) % 10)
+    bits, labels = mie.noise_draws(y, 10, 30, 200, jax.random.key(0))
+    bits, labels, y = np.asarray(bits), np.asarray(labels), np.asarray(y)
+    assert bits.shape == (30, 200) and labels.shape == (30, 250) and abs(bits.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(labels[:, :200] == y[:200], ~bits)  # the alternative label always differs from y
+    np.testing.assert_array_equal(labels[:, 200:], np.broadcast_to(y[200:], (30, 50)))  # no bit: label kept
+    alternative = np.where(bits, labels[:, :200], -1).max(0)  # one alternative per example, shared by the draws
+    assert np.all((labels[:, :200] == y[:200]) | (labels[:, :200] == alternative))
+    assert len(np.unique(alternative)) == 10
+
+
+def test_saturated_when_the_interval_reaches_the_cap():
+    assert mie.saturated(mi.MIResult(2.9, 2.75, 3.0, np.zeros(1), "classifier"), 3.0)
+    assert not mie.saturated(mi.MIResult(2.5, 2.3, 3.0, np.zeros(1), "classifier"), 3.0)
+
+
 def test_tiny_run_writes_estimates_and_figures(tmp_path):
-    config = tiny_config(methods=("magnitude", "imp", "magnitude_after"), noise_bits=3, noise_methods=("magnitude",))
+    config = tiny_config(methods=("magnitude", "imp", "magnitude_after"), noise_bits=16,
+                         noise_methods=("magnitude", "magnitude_after"), capacity=True,
+                         capacity_methods=("magnitude", "magnitude_after"))
     jconfig.validate_common(config)
     mie.validate(config)
     results = mie.run(config, str(tmp_path))
@@ -144,12 +164,21 @@ def test_tiny_run_writes_estimates_and_figures(tmp_path):
     trained = results["training_time"][-1]  # after training the mask depends on the labels, beyond the null
     assert trained["lower"] > trained["null_max"] and trained["bits"] <= math.log2(config.num_draws)
     assert results["imp_rounds"][-1]["density"] == pytest.approx(1 - config.sparsity, abs=0.02)
-    assert results["noise_bits_bound"]["magnitude"]["upper"] == 3.0
-    for name in ("mi_by_method.png", "mi_vs_training_time.png", "mi_vs_imp_round.png"):
+    assert all(isinstance(r["saturated"], bool) for r in results["methods"].values())
+    noise = results["noise_bits_bound"]
+    assert noise["magnitude"]["upper"] == 16.0 and noise["magnitude"]["bits"] <= 1e-6  # one mask per seed
+    assert [r["stage"] for r in results["noise_bits_training_time"]] == [0, 2]  # every 4th epoch and the last
+    assert [r["method"] for r in results["headline"]] == sorted(noise, key=lambda m: -noise[m]["bits"])
+    for row in results["headline"]:
+        assert row["memorized_fraction"] == pytest.approx(results["capacity"][row["method"]]["memorized_fraction_mean"])
+        assert row["p_eff_nats"] == pytest.approx(mi.p_eff(row["expected_kept"], row["bits"]))
+    assert os.path.exists(tmp_path / "memorization" / "memorization_vs_density.png")
+    for name in ("mi_by_method.png", "mi_vs_training_time.png", "mi_vs_imp_round.png", "mi_noise_bits_by_method.png",
+                 "mi_vs_training_time_noise_bits.png"):
         assert os.path.getsize(tmp_path / name) > 0
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert {json.loads(line)["pruning"] for line in lines} == set(config.methods)
-    assert len(lines) == 1 + len(results["imp_rounds"]) + len(results["training_time"]) + 1
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {line["pruning"] for line in lines if line["design"] == "draws"} == set(config.methods)
+    assert len(lines) == 1 + len(results["imp_rounds"]) + len(results["training_time"]) + 1 + 2
     json.dumps(results, default=lambda o: o.tolist())
 
 
@@ -157,8 +186,11 @@ def test_cli(tmp_path):
     """Passes once ``mutual_information`` is registered in jaxprune/experiments/__init__.py."""
     overrides = [f"--config.{k}={v}" for k, v in dict(num_examples=64, num_test=64, input_dim=8, widths="(8,)",
                                                        epochs=1, batch_size=16, num_draws=2, repeats=2, num_folds=2,
-                                                       num_permutations=1, methods="('magnitude',)").items()]
+                                                       num_permutations=1, methods="('magnitude',)", noise_bits=4,
+                                                       noise_masks=4, noise_methods="('random',)",
+                                                       capacity=False).items()]
     out = subprocess.run([sys.executable, "-m", "jaxprune.main", f"--config={CONFIG_FILE}",
                           f"--workdir={tmp_path}", *overrides], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads((tmp_path / "results.json").read_text())["methods"]["magnitude"]["bits"] <= 1e-6
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["methods"]["magnitude"]["bits"] <= 1e-6 and results["headline"][0]["upper"] == 4.0

@@ -23,10 +23,15 @@ Masks M[k, r, s, stage] come from one jitted call per method, vmapped over draws
 ``magnitude_after``'s mask after t = 0..epochs epochs of dense training (prune after t epochs: the
 "information gained during training" curve; t = 0 is magnitude at init).
 
-Label-noise bound (``noise_bits`` > 0, binary labels): for ``noise_methods``, an extra ensemble with one
-fresh, wholly random label vector per mask (K·R draws, R = 1) decodes its first ``noise_bits`` labels, fair
-independent bits z_j, from the final mask: Σ_j I(M; z_j) <= I(M; Z | W) (:func:`jaxprune.mi.noise_bits_bound`),
-which is not capped at log2 K.
+Noise-bit design, the headline (``noise_bits`` > 0), in the memorization setting (configs/memorization.py's
+data, model, optimizer and convergence rule): inputs and W fixed, the labels y of the memorization dataset; each
+of the first ``noise_bits`` examples j has an alternative label a_j ≠ y_j, and mask i of ``noise_masks`` per
+seed is computed on labels where example j carries a_j iff its fair bit z_ij = 1 (:func:`noise_draws`), with
+its own ξ. Then Σ_j I(M; z_j) <= I(M; Z | W) (:func:`jaxprune.mi.noise_bits_bound`: cross-fitted decoders of
+each bit from the mask, a permutation null), in bits, up to ``noise_bits`` — not capped at log2 K. Every stage
+is bounded (IMP rounds, epochs before magnitude pruning: information gained during training). Beside it, the
+memorization capacity of the same methods at ``sparsity`` (:func:`capacity`: the memorization experiment itself).
+Magnitude and SynFlow masks are functions of W alone (:data:`DETERMINISTIC`): computed once per seed, bound 0.
 
 Units: ``mi.MIResult`` is in bits. p_eff is reported with I in nats (I_nats = bits · ln 2): the summary of
 No Free Prune in shared/papers/ does not state the base; its Law of Robustness holds up to absolute constants,
@@ -47,10 +52,11 @@ from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_methods, check_positive_int, validate_pruning
 from jaxprune.data import corrupt_labels
 from jaxprune.errors import ConfigError
-from jaxprune.experiments import common, masking
+from jaxprune.experiments import common, masking, memorization
 from jaxprune.experiments.irp import check_rewind_step
 
 DATA_INDEPENDENT = ("random", "magnitude", "synflow")
+DETERMINISTIC = ("magnitude", "synflow")  # the mask is a function of W alone: the same for every draw and key
 
 
 def validate(config) -> None:
@@ -71,9 +77,24 @@ def validate(config) -> None:
     check_choice(config, "estimator", mi.METHODS)
     check_positive_int(config, "num_permutations")
     check_positive_int(config, "noise_bits", minimum=0)
+    check_positive_int(config, "noise_masks", minimum=2 * config.num_folds)
+    check_positive_int(config, "noise_curve_every")
     if not 0 < config.confidence < 1:
         raise ConfigError(f"config.confidence={config.confidence!r}: must be in (0, 1)")
     validate_pruning(config)
+    if config.capacity:
+        check_positive_int(config, "capacity_seeds")
+        memorization.validate(memorization_config(config))
+
+
+def memorization_config(config):
+    """The memorization experiment's config for the capacity beside the MI: ``config`` (whose data, model,
+    optimizer and convergence keys are the memorization config's) at the one sparsity, on ``capacity_methods``."""
+    mem = config.copy_and_resolve_references()
+    with mem.unlocked():
+        mem.experiment, mem.methods, mem.sparsities = "memorization", tuple(config.capacity_methods), (config.sparsity,)
+        mem.num_seeds = config.num_seeds if config.seed_ids else config.capacity_seeds
+    return mem
 
 
 def check_data(config, dataset) -> None:
@@ -85,14 +106,27 @@ def check_data(config, dataset) -> None:
         check_rewind_step(config, train.steps_per_epoch(n, config.batch_size))
     if {"snip", "grasp"} & set(config.methods) and config.pai_batches * config.batch_size > n:
         raise ConfigError(f"config.pai_batches={config.pai_batches}: pai_batches * batch_size must be <= {n}")
-    if config.noise_bits and (dataset.num_classes != 2 or config.noise_bits > n):
-        raise ConfigError(f"config.noise_bits={config.noise_bits}: needs num_classes=2 (labels are the noise bits) "
-                          f"and at most {n} bits; use 0 to skip the label-noise bound")
+    if config.noise_bits > n:
+        raise ConfigError(f"config.noise_bits={config.noise_bits}: at most the {n} training examples; use 0 to "
+                          f"skip the label-noise bound")
 
 
 def draw_labels(clean_y: jax.Array, num_classes: int, fraction: float, keys: jax.Array) -> jax.Array:
     """[K, n] labels: draw k redraws a ``fraction`` of ``clean_y`` uniformly, with ``keys[k]``."""
     return jax.vmap(lambda k: corrupt_labels(clean_y, num_classes, fraction, k)[0])(keys)
+
+
+def noise_draws(y: jax.Array, num_classes: int, num_masks: int, num_noisy: int,
+                key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(bits [num_masks, num_noisy], labels [num_masks, n]): label noise encoded as fair independent bits. Each of
+    the first ``num_noisy`` examples j has an alternative label a_j, uniform over the classes other than y_j and
+    fixed by ``key``; draw i gives it the label a_j if bits[i, j] = 1, else y_j. The other examples keep y_j. The
+    bits are the only randomness across draws, so Z = bits."""
+    alternative_key, bits_key = jax.random.split(key)
+    alternative = (y + jax.random.randint(alternative_key, y.shape, 1, num_classes)) % num_classes
+    bits = jax.random.bernoulli(bits_key, 0.5, (num_masks, num_noisy))
+    noisy = jnp.zeros((num_masks, y.shape[0]), bool).at[:, :num_noisy].set(bits)
+    return bits, jnp.where(noisy, alternative, y)
 
 
 def ensemble(track, setup: common.Setup, seeds: common.Seeds, labels: jax.Array, keys: jax.Array):
@@ -174,7 +208,8 @@ def flat_masks(stacked, params_one) -> np.ndarray:
 
 
 def estimate_given_init(flat: np.ndarray, config, key, noise=None) -> tuple[mi.MIResult, list[mi.MIResult]]:
-    """(I(M; D | W), per-seed estimates) from flat masks [K, R, S, W]; ``noise`` [K, n] bits: the noise bound."""
+    """(I(M; D | W), per-seed estimates) from flat masks [K, R, S, W]; ``noise`` [K, n] bits (R = 1): the
+    noise-bit bound of I(M; Z | W) over them (:func:`jaxprune.mi.noise_bits_bound`)."""
     num_draws, repeats, num_seeds, _ = flat.shape
     options = dict(num_folds=config.num_folds, num_permutations=config.num_permutations,
                    confidence=mi.seed_confidence(config.confidence, num_seeds))
@@ -185,8 +220,7 @@ def estimate_given_init(flat: np.ndarray, config, key, noise=None) -> tuple[mi.M
             labels = np.repeat(np.arange(num_draws), repeats)
             per_seed.append(mi.estimate(seed_masks, labels, method=config.estimator, key=seed_key, **options))
         else:
-            per_seed.append(mi.noise_bits_bound(seed_masks, np.repeat(noise, repeats, axis=0), key=seed_key,
-                                                **options))
+            per_seed.append(mi.noise_bits_bound(seed_masks, noise, key=seed_key, **options))
     return mi.conditional(per_seed), per_seed
 
 
@@ -196,11 +230,20 @@ def result_dict(result: mi.MIResult) -> dict:
                                "null_max": float(np.max(result.null_bits))}
 
 
-def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: float, **extra) -> dict:
+def saturated(result: mi.MIResult, max_bits: float) -> bool:
+    """Whether the estimate is within its interval of the cap: bits + (bits - lower) >= max_bits (the two-sided
+    interval, mirrored about the estimate, reaches log2 K; the estimate may then be the cap, not the truth)."""
+    return bool(2 * result.bits - result.lower >= max_bits - 1e-6)
+
+
+def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: float, max_bits: float,
+            **extra) -> dict:
     """One estimate for results.json: ``extra`` (e.g. the pruning method), the seed mean's MIResult fields (``method``
-    is the estimator), per-seed fields, p_eff (nats) and its interval."""
+    is the estimator), per-seed fields, ``saturated`` (:func:`saturated` at ``max_bits``), p_eff (nats) and its
+    interval."""
     return extra | result_dict(result) | {
         "per_seed": [result_dict(r) for r in per_seed],
+        "saturated": saturated(result, max_bits),
         "expected_kept": expected_kept,
         "p_eff_nats": mi.p_eff(expected_kept, result.bits),
         "p_eff_nats_interval": [mi.p_eff(expected_kept, result.lower), mi.p_eff(expected_kept, result.upper)],
@@ -208,30 +251,46 @@ def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: flo
 
 
 def method_results(method, config, setup, seeds, labels, keys, params_one, log, noise=None) -> list[dict]:
-    """One summary per stage of ``method``'s ensemble; with ``noise``, the label-noise bound of the last stage."""
-    flat = flat_masks(method_ensemble(method, config, setup, seeds, labels, keys), params_one)
+    """One summary per stage of ``method``'s ensemble; with ``noise`` [K, n] bits, the noise-bit bound of every
+    ``noise_curve_every``-th stage and the last. A
+    :data:`DETERMINISTIC` method's mask is computed once per seed and repeated over draws and repeats."""
+    if method in DETERMINISTIC:
+        one = flat_masks(method_ensemble(method, config, setup, seeds, labels[:1], keys[:1, :1]), params_one)
+        flat = np.broadcast_to(one, (*keys.shape[:2], *one.shape[2:]))
+    else:
+        flat = flat_masks(method_ensemble(method, config, setup, seeds, labels, keys), params_one)
     log(f"{method}: masks {flat.shape[:-1]} x {flat.shape[-1]} weights")
+    max_bits = float(np.log2(config.num_draws)) if noise is None else float(noise.shape[1])
     out = []
-    for i, stage in list(enumerate(stages(method, config)))[-1 if noise is not None else 0:]:
+    names = stages(method, config)
+    every = config.noise_curve_every if noise is not None else 1
+    for i, stage in [(i, x) for i, x in enumerate(names) if i % every == 0 or i == len(names) - 1]:
         result, per_seed = estimate_given_init(flat[:, :, :, i], config, jax.random.key(config.seed), noise)
-        out.append(summary(result, per_seed, float(flat[:, :, :, i].sum(-1).mean()), pruning=method, stage=stage,
-                           density=float(flat[:, :, :, i].mean())))
+        out.append(summary(result, per_seed, float(flat[:, :, :, i].sum(-1).mean()), max_bits, pruning=method,
+                           stage=stage, density=float(flat[:, :, :, i].mean())))
     last = out[-1]
-    log(f"{method}: I(m; D | W) = {last['bits']:.4f} bits [{last['lower']:.4f}, {last['upper']:.4f}], "
-        f"null mean {last['null_mean']:.4f} max {last['null_max']:.4f} ({last['method']})")
+    log(f"{method}: {'I(m; Z | W)' if noise is not None else 'I(m; D | W)'} = {last['bits']:.4f} bits "
+        f"[{last['lower']:.4f}, {last['upper']:.4f}], null mean {last['null_mean']:.4f} max {last['null_max']:.4f} "
+        f"({last['method']}{', saturated' if last['saturated'] else ''})")
     return out
 
 
-def mi_bars(path: str, rows: list[dict], title: str) -> None:
-    """Bar per method at its estimate, error bar over its interval, a cross at the permutation null's max."""
+def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) [bits]") -> None:
+    """Bar per method at its estimate, error bar over its interval, a cross at the permutation null's max; a
+    saturated estimate (within its interval of the cap) is hatched and labelled."""
     fig, ax = plotting.plt.subplots(figsize=(6, 4))
     x = np.arange(len(rows))
     bits = np.array([r["bits"] for r in rows])
     errors = np.array([[r["bits"] - r["lower"] for r in rows], [r["upper"] - r["bits"] for r in rows]])
-    ax.bar(x, bits, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="estimate, interval")
+    bars = ax.bar(x, bits, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="estimate, interval")
+    for bar, row in zip(bars, rows):
+        if row["saturated"]:
+            bar.set_hatch("//")
+            ax.annotate("saturated", (bar.get_x() + bar.get_width() / 2, row["bits"]), ha="center", va="bottom",
+                        fontsize=7, color="tab:red")
     ax.scatter(x, [r["null_max"] for r in rows], marker="x", color="black", zorder=3, label="permutation null (max)")
     ax.set_xticks(x, [r["pruning"] for r in rows])
-    ax.set_ylabel("I(m; D | W) [bits]")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     plotting.save(fig, path)
@@ -253,18 +312,54 @@ def mi_curve(path: str, rows: list[dict], xlabel: str, title: str) -> None:
 
 
 def write_outputs(workdir: str, config, rows: dict, noise_rows: dict) -> None:
-    """metrics.jsonl (one line per estimate) and the figures."""
+    """metrics.jsonl (one line per estimate, ``design`` draws or noise_bits) and the figures."""
     wd.write_jsonl(os.path.join(workdir, wd.METRICS),
-                   [r for group in (rows, noise_rows) for stage_rows in group.values() for r in stage_rows])
-    final = [rows[m][-1] for m in config.methods]
-    mi_bars(os.path.join(workdir, "mi_by_method.png"), final,
-            f"I(m; D | W) at sparsity {config.sparsity} ({config.num_draws} draws x {config.repeats} repeats)")
-    if "magnitude_after" in rows:
-        mi_curve(os.path.join(workdir, "mi_vs_training_time.png"), rows["magnitude_after"],
-                 "epochs of dense training before magnitude pruning", "Information gained during training")
-    if "imp" in rows:
-        mi_curve(os.path.join(workdir, "mi_vs_imp_round.png"), rows["imp"], "density after the IMP round",
-                 "IMP: I(m; D | W) across rounds")
+                   [r | {"design": design} for design, group in (("draws", rows), ("noise_bits", noise_rows))
+                    for stage_rows in group.values() for r in stage_rows])
+    if rows:
+        mi_bars(os.path.join(workdir, "mi_by_method.png"), [rows[m][-1] for m in config.methods],
+                f"I(m; D | W) at sparsity {config.sparsity} ({config.num_draws} draws x {config.repeats} repeats)")
+    if noise_rows:
+        mi_bars(os.path.join(workdir, "mi_noise_bits_by_method.png"), [noise_rows[m][-1] for m in noise_rows],
+                f"Noise-bit bound at sparsity {config.sparsity} ({config.noise_masks} masks, {config.noise_bits} bits)",
+                ylabel="I(m; Z | W) >= Σ_j I(m; z_j) [bits]")
+    for group, design in ((rows, "I(m; D | W)"), (noise_rows, "I(m; Z | W), noise-bit bound")):
+        suffix = "" if group is rows else "_noise_bits"
+        if "magnitude_after" in group:
+            mi_curve(os.path.join(workdir, f"mi_vs_training_time{suffix}.png"), group["magnitude_after"],
+                     "epochs of dense training before magnitude pruning",
+                     f"Information gained during training: {design}")
+        if "imp" in group:
+            mi_curve(os.path.join(workdir, f"mi_vs_imp_round{suffix}.png"), group["imp"],
+                     "density after the IMP round", f"IMP across rounds: {design}")
+
+
+def capacity(config, workdir: str) -> dict:
+    """{method: memorization capacity} at ``config.sparsity``: the memorization experiment
+    (:func:`jaxprune.experiments.memorization.run`, its own outputs under ``workdir``) on ``capacity_methods``, with
+    its convergence rule; per method the memorized fraction per seed, its mean, the mean number of points and the
+    epochs run."""
+    os.makedirs(workdir, exist_ok=True)
+    result = memorization.run(memorization_config(config), workdir)
+    n = result["num_examples"]
+    return {r["method"]: {"memorized_fraction": np.asarray(r["train_accuracy"]).tolist(),
+                          "memorized_fraction_mean": float(np.mean(r["train_accuracy"])),
+                          "memorized_points_mean": float(np.mean(r["train_accuracy"]) * n),
+                          "epochs": np.asarray(r["epochs"]).tolist()}
+            for r in result["results"]}
+
+
+def headline(noise_rows: dict, capacities: dict) -> list[dict]:
+    """Per method (in decreasing order of the bound): the noise-bit bound in bits with its interval and null,
+    E||m||_0, p_eff (nats) and the memorized fraction at the same sparsity."""
+    table = []
+    for method, stage_rows in noise_rows.items():
+        row = stage_rows[-1]
+        table.append({"method": method, "bits": row["bits"], "lower": row["lower"], "upper": row["upper"],
+                      "null_max": row["null_max"], "expected_kept": row["expected_kept"],
+                      "p_eff_nats": row["p_eff_nats"],
+                      "memorized_fraction": capacities.get(method, {}).get("memorized_fraction_mean")})
+    return sorted(table, key=lambda r: -r["bits"])
 
 
 def run(config, workdir: str) -> dict:
@@ -284,24 +379,35 @@ def run(config, workdir: str) -> dict:
     rows = {m: method_results(m, config, setup, seeds, labels, keys, params_one, log) for m in config.methods}
     noise_rows = {}
     if config.noise_bits:
-        noise_labels = draw_labels(setup.dataset.clean_y_train, 2, 1.0,
-                                   jax.random.split(noise_key, shape[0] * shape[1]))
-        noise_keys = keys.reshape(-1, 1, config.num_seeds)
-        bits = np.asarray(noise_labels[:, : config.noise_bits])
+        bits, noise_labels = noise_draws(setup.dataset.y_train, setup.dataset.num_classes, config.noise_masks,
+                                         config.noise_bits, noise_key)
+        noise_keys = jax.random.split(jax.random.fold_in(xi_key, 1), (config.noise_masks, 1, config.num_seeds))
+        bits = np.asarray(bits)
         noise_rows = {m: method_results(m, config, setup, seeds, noise_labels, noise_keys, params_one, log, bits)
                       for m in config.noise_methods}
+    capacities = capacity(config, os.path.join(workdir, "memorization")) if config.capacity else {}
     if parallel.is_primary():
         write_outputs(workdir, config, rows, noise_rows)
     final = {m: rows[m][-1] for m in config.methods}
+    table = headline(noise_rows, capacities)
+    for r in table:
+        log(f"{r['method']:>15}: I >= {r['bits']:.1f} bits [{r['lower']:.1f}, {r['upper']:.0f}] (null max "
+            f"{r['null_max']:.1f}), E||m||_0 {r['expected_kept']:.0f}, p_eff {r['p_eff_nats']:.1f}, memorized "
+            f"{r['memorized_fraction']}")
     return {
         "experiment": "mutual_information",
         "units": "MI in bits (mi.MIResult); p_eff = E||m||_0 + I(m; D) with I in nats = bits * ln 2",
         "design": {"num_draws": config.num_draws, "repeats": config.repeats, "num_seeds": config.num_seeds,
                    "sparsity": config.sparsity, "max_bits": float(np.log2(config.num_draws)),
+                   "noise_masks": config.noise_masks, "noise_bits": config.noise_bits,
                    "num_prunable": int(sum(np.size(p) for p in masks.prunable_leaves(params_one, params_one)))},
+        "headline": table,
         "methods": final,
         "ordering": sorted(final, key=lambda m: -final[m]["bits"]),
         "imp_rounds": rows.get("imp", []),
         "training_time": rows.get("magnitude_after", []),
-        "noise_bits_bound": {m: r[0] for m, r in noise_rows.items()},
+        "noise_bits_bound": {m: r[-1] for m, r in noise_rows.items()},
+        "noise_bits_imp_rounds": noise_rows.get("imp", []),
+        "noise_bits_training_time": noise_rows.get("magnitude_after", []),
+        "capacity": capacities,
     }
