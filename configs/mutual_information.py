@@ -1,7 +1,7 @@
 """Mutual information between pruning masks and the data (No Free Prune's p_eff), in the memorization setting.
 
 Data, architecture, optimizer and convergence rule are those of ``configs/memorization.py`` (loaded from it, so a
-change there applies here): Gaussian inputs with random labels, MLP 200-200, Adam 1e-3, batch 64.
+change there applies here): Gaussian inputs with random labels, MLP 200-200, Adam (its learning rate), batch 64.
 
 Headline (noise-bit design): inputs and initialization fixed, each of ``noise_masks`` masks per seed is computed on
 labels whose noise is drawn afresh (each of the first ``noise_bits`` examples carries its alternative random label
@@ -20,6 +20,10 @@ def get_config():
     del c["sparsities"]
     c.sparsity = 0.9  # every method's final masks keep 10% of the prunable weights
     c.num_seeds = 1  # initializations W of the MI estimates (each mask ensemble is conditioned on one)
+    # The masks' training (dense before magnitude_after, each IMP round) as a fixed budget, one per mask ensemble:
+    # under memorization's stop rule (lr 1e-2) the dense net and IMP's rounds down to density 0.1 stop at ~30 epochs
+    # (runs/memorization: `dense_at_pruning`, `imp_rounds`), so 30 reaches the plateau the rule would stop at.
+    c.epochs = 30
     # Dataset-draw design: random, magnitude, synflow (data-independent: true MI 0), snip, grasp, imp (one estimate
     # per round), magnitude_after (prune after t = 0..epochs epochs of dense training).
     c.methods = ("magnitude",)  # kept cheap: an estimate on 46000 weights takes ~1 min per stage here
