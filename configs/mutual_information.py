@@ -21,8 +21,8 @@ def get_config():
     c.sparsity = 0.98  # every method's final masks keep 2% of the prunable weights: where memorization capacity binds
     c.num_seeds = 1  # initializations W of the MI estimates (each mask ensemble is conditioned on one)
     # The masks' training (dense before magnitude_after, each IMP round) is a fixed budget per mask ensemble, not the
-    # stop rule: under memorization's rule (lr 1e-2) the dense net and IMP's rounds at density >= 0.1 stop at 30-45
-    # epochs (`dense_at_pruning`, `imp_rounds` of a memorization run); IMP's sparser rounds may train longer there.
+    # stop rule: under memorization's rule (lr 1e-2) the dense net and IMP's rounds at density >= 0.08 stop at 30-32
+    # epochs (`dense_at_pruning`, `imp_rounds` of a memorization run); IMP's rounds below 0.08 train longer there.
     # The capacity column (the memorization experiment itself) uses the rule.
     c.epochs = 30
     # Dataset-draw design: random, magnitude, synflow (data-independent: true MI 0), snip, grasp, imp (one estimate

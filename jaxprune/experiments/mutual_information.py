@@ -275,14 +275,22 @@ def method_results(method, config, setup, seeds, labels, keys, params_one, log, 
     return out
 
 
-def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) [bits]") -> None:
-    """Bar per method at its estimate, error bar over its interval, a cross at the permutation null's max; a
-    saturated estimate (within its interval of the cap) is hatched and labelled."""
+def shown_upper(row: dict, one_sided: bool) -> float:
+    """Upper end drawn for ``row``: its interval's, or the estimate itself for a one-sided bound (the noise-bit
+    bound's upper end is the design's ceiling, not a measurement, and would dwarf every estimate)."""
+    return row["bits"] if one_sided else row["upper"]
+
+
+def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) [bits]",
+            one_sided: bool = False) -> None:
+    """Bar per method at its estimate, error bar over its interval (``one_sided``: down to its lower end only), a
+    cross at the permutation null's max; a saturated estimate (within its interval of the cap) is hatched."""
     fig, ax = plotting.plt.subplots(figsize=(6, 4))
     x = np.arange(len(rows))
     bits = np.array([r["bits"] for r in rows])
-    errors = np.array([[r["bits"] - r["lower"] for r in rows], [r["upper"] - r["bits"] for r in rows]])
-    bars = ax.bar(x, bits, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="estimate, interval")
+    errors = np.array([[r["bits"] - r["lower"] for r in rows], [shown_upper(r, one_sided) - r["bits"] for r in rows]])
+    bars = ax.bar(x, bits, yerr=errors, capsize=4, color="tab:blue", alpha=0.7,
+                  label="estimate, lower end" if one_sided else "estimate, interval")
     for bar, row in zip(bars, rows):
         if row["saturated"]:
             bar.set_hatch("//")
@@ -296,12 +304,14 @@ def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) 
     plotting.save(fig, path)
 
 
-def mi_curve(path: str, rows: list[dict], xlabel: str, title: str) -> None:
-    """Estimate against the stage with its interval shaded and the null's max dashed."""
+def mi_curve(path: str, rows: list[dict], xlabel: str, title: str, one_sided: bool = False) -> None:
+    """Estimate against the stage with its interval (``one_sided``: up from its lower end) shaded and the null's
+    max dashed."""
     fig, ax = plotting.plt.subplots(figsize=(6, 4))
     x = [r["stage"] for r in rows]
     ax.plot(x, [r["bits"] for r in rows], marker="o", label="I(m; D | W)")
-    ax.fill_between(x, [r["lower"] for r in rows], [r["upper"] for r in rows], alpha=0.2, linewidth=0)
+    ax.fill_between(x, [r["lower"] for r in rows], [shown_upper(r, one_sided) for r in rows], alpha=0.2,
+                    linewidth=0)
     ax.plot(x, [r["null_max"] for r in rows], "k--", label="permutation null (max)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("bits")
@@ -322,16 +332,16 @@ def write_outputs(workdir: str, config, rows: dict, noise_rows: dict) -> None:
     if noise_rows:
         mi_bars(os.path.join(workdir, "mi_noise_bits_by_method.png"), [noise_rows[m][-1] for m in noise_rows],
                 f"Noise-bit bound at sparsity {config.sparsity} ({config.noise_masks} masks, {config.noise_bits} bits)",
-                ylabel="I(m; Z | W) >= Σ_j I(m; z_j) [bits]")
+                ylabel="I(m; Z | W) >= Σ_j I(m; z_j) [bits]", one_sided=True)
     for group, design in ((rows, "I(m; D | W)"), (noise_rows, "I(m; Z | W), noise-bit bound")):
         suffix = "" if group is rows else "_noise_bits"
         if "magnitude_after" in group:
             mi_curve(os.path.join(workdir, f"mi_vs_training_time{suffix}.png"), group["magnitude_after"],
                      "epochs of dense training before magnitude pruning",
-                     f"Information gained during training: {design}")
+                     f"Information gained during training: {design}", one_sided=group is noise_rows)
         if "imp" in group:
             mi_curve(os.path.join(workdir, f"mi_vs_imp_round{suffix}.png"), group["imp"],
-                     "density after the IMP round", f"IMP across rounds: {design}")
+                     "density after the IMP round", f"IMP across rounds: {design}", one_sided=group is noise_rows)
 
 
 def capacity(config, workdir: str) -> dict:
