@@ -344,7 +344,7 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRul
         to_train, done = [], [("dense", 0.0, ones, dense)]
         log(f"dense pre-training: train loss {common.mean_std(dense['train_loss'])}, accuracy "
             f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
-    rounds = {}
+    rounds, after_training = {}, {}  # after_training: the largest-|θ_T| masks, shared by both magnitude_after rows
     for method in config.methods:
         start = dense["params"] if method == NO_REWIND else None
         if method == "imp":
@@ -353,9 +353,11 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRul
             by_sparsity = {s: mask for s, (mask, _) in at.items()}
             done += [("imp", s, mask, fit) for s, (mask, fit) in at.items()]
         elif method in ("magnitude_after", NO_REWIND):
-            prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
-                                      in_axes=(0, None), one_device=True)
-            by_sparsity = {s: prune(dense["params"], jnp.float32(s)) for s in config.sparsities}
+            if not after_training:
+                prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
+                                          in_axes=(0, None), one_device=True)
+                after_training = {s: prune(dense["params"], jnp.float32(s)) for s in config.sparsities}
+            by_sparsity = after_training
         else:
             by_sparsity = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
         if method != "imp":
@@ -365,6 +367,25 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRul
                          for s, m in masking.shuffled(setup, seeds, by_sparsity).items()]
         log(f"masks: {method}")
     return to_train, done, rounds, dense
+
+
+def train_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
+    """Every net of :func:`method_cells` trained under ``rule`` (``probe`` recorded): ([(method, sparsity, stacked
+    masks, :func:`train_all` outputs [seeds, ...])], the nets trained already first; IMP rounds; dense pre-training
+    or None). The nets still to train train in one :func:`train_all` call."""
+    to_train, done, rounds, dense = method_cells(config, setup, seeds, rule, log, probe)
+    out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
+                    probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
+    return done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)], rounds, dense
+
+
+def rows_by_method(results: list[dict]) -> dict[str, list[dict]]:
+    """results.json rows grouped by method in their order, the ``dense`` reference left out (the figures' curves)."""
+    grouped = {}
+    for r in results:
+        if r["method"] != "dense":
+            grouped.setdefault(r["method"], []).append(r)
+    return grouped
 
 
 def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: data.Dataset, sigma: float) -> dict:
@@ -392,10 +413,7 @@ def run(config, workdir: str) -> dict:
         f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {dataset.num_classes} "
         f"classes, {'all' if not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()} labels random), "
         f"stop rule {config.stop_rule}")
-    to_train, done, rounds, dense = method_cells(config, setup, seeds, rule, log)
-    out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
-                    starts=[start for *_, start in to_train]) if to_train else {}
-    cells = done + [(method, s, m, cell(out, c)) for c, (method, s, m, _) in enumerate(to_train)]
+    cells, rounds, dense = train_cells(config, setup, seeds, rule, log)
     sigma = robustness.random_label_std(dataset.num_classes)
     results = []
     for method, sparsity, stacked, fit in cells:
@@ -431,10 +449,7 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], compar
                 "train_accuracy": fit["history"]["accuracy"][i, e]}
                for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])]
     wd.write_jsonl(os.path.join(workdir, wd.METRICS), records)
-    by_method = {}
-    for r in results:
-        if r["method"] != "dense":
-            by_method.setdefault(r["method"], []).append(r)
+    by_method = rows_by_method(results)
     curves = {m: ([1.0 - r["sparsity"] for r in rows], np.stack([r["train_accuracy"] for r in rows], axis=1))
               for m, rows in by_method.items()}
     capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}

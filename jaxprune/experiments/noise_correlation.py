@@ -73,10 +73,7 @@ def run(config, workdir: str) -> dict:
         f = apply_fn(params, x)[:, 0]
         return {"correlation": noise_correlation(f, z), "bubeck_sellke": bubeck_sellke(f, z, sigma)}
 
-    to_train, done, rounds, _ = memorization.method_cells(config, setup, seeds, rule, log, probe)
-    out = memorization.train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs,
-                                 rule=rule, probe=probe, starts=[s for *_, s in to_train]) if to_train else {}
-    cells = done + [(m, s, masks_, memorization.cell(out, c)) for c, (m, s, masks_, _) in enumerate(to_train)]
+    cells, rounds, _ = memorization.train_cells(config, setup, seeds, rule, log, probe)
     results = []
     for method, sparsity, stacked, fit in cells:
         results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), sigma, n, d))
@@ -121,10 +118,7 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], imp_ro
         {"method": m, "sparsity": s, "seed": i, "epoch": e + 1, "train_loss": fit["history"]["loss"][i, e],
          **{k: fit["history"][f"probe/{k}"][i, e] for k in METRICS}}
         for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])])
-    by_method = {}
-    for r in results:
-        if r["method"] != "dense":
-            by_method.setdefault(r["method"], []).append(r)
+    by_method = memorization.rows_by_method(results)
     capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}
     for metric, label in (("correlation", "corr(f(x_i), z_i)"), ("bubeck_sellke", "(1/n) Σ f(x_i) z_i / σ²")):
         plotting.lines_vs_density(
