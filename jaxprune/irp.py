@@ -153,11 +153,9 @@ def round_end(
     ``criterion='snip'`` scores on :func:`criterion_batch` of ``train_data`` (``criterion_examples`` examples)."""
     trained = progress.train
     test = train.evaluate(trained.params, trained.batch_stats, test_data, model=model)
-    if criterion == "magnitude":
-        new_mask = magnitude_prune(trained.params, state.mask, next_density, scope)
-    else:
-        scores = criterion_scores(criterion, trained, model, criterion_batch(state, train_data, criterion_examples))
-        new_mask = masks.from_scores(masks.restrict(scores, state.mask), trained.params, 1.0 - next_density, scope)
+    batch = None if criterion == "magnitude" else criterion_batch(state, train_data, criterion_examples)
+    scores = masks.restrict(criterion_scores(criterion, trained, model, batch), state.mask)
+    new_mask = masks.from_scores(scores, trained.params, 1.0 - next_density, scope)
     newly_failed = (state.failed_round < 0) & (trained.failed_step >= 0)
     new_state = IRPState(
         rewind_params=progress.captured[0],
