@@ -35,6 +35,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking, memorization
 
 METRICS = ("correlation", "bubeck_sellke")
+DATA_PER_SEED = True  # config.data_per_seed: every seed draws its own teacher, inputs and noise
 
 
 def noise_correlation(outputs: jax.Array, noise: jax.Array) -> jax.Array:
@@ -62,14 +63,15 @@ def run(config, workdir: str) -> dict:
     log = common.Progress("noise_correlation")
     setup = common.setup(config)
     seeds = common.init_seeds(setup)
-    z, sigma = jnp.asarray(setup.dataset.noise), float(config.noise_std)
-    x = setup.train_data.x
-    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    sigma, (n, d) = float(config.noise_std), common.data_size(setup)
     rule = memorization.StopRule.from_config(config)
     log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)} at sparsities {tuple(config.sparsities)}, "
-        f"ablations {tuple(config.ablations)}, {config.model} on {n} gaussian regression points, noise_std {sigma}")
+        f"ablations {tuple(config.ablations)}, {config.model} on {n} gaussian regression points, noise_std {sigma}, "
+        f"{'own dataset per seed' if config.data_per_seed else 'one dataset'}")
 
-    def probe(apply_fn, params):
+    def probe(apply_fn, params, seed_data):
+        x, z = ((setup.train_data.x, jnp.asarray(setup.dataset.noise)) if seed_data is None
+                else (seed_data.x_train, seed_data.noise))
         f = apply_fn(params, x)[:, 0]
         return {"correlation": noise_correlation(f, z), "bubeck_sellke": bubeck_sellke(f, z, sigma)}
 
