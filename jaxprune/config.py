@@ -23,6 +23,7 @@ def base() -> ml_collections.ConfigDict:
     c.data_seed = 0
     c.data_dir = ""  # TFDS data directory; "" = TFDS default (~/tensorflow_datasets)
     c.label_noise = 0.0  # fraction of training labels replaced by uniformly random classes
+    c.input_noise_var = 0.0  # variance of Gaussian noise added to every input (after normalization), labels kept
     c.num_examples = 0  # training-set size; 0 = the dataset's own (gaussian: 1000), > 0 = a random subset / draw
     c.num_test = 0  # test-set size, same rule
     c.input_dim = 20  # gaussian: dimension d
@@ -35,6 +36,7 @@ def base() -> ml_collections.ConfigDict:
     # Model.
     c.model = "mlp"
     c.widths = (200, 200)  # mlp hidden widths
+    c.weight_init = "kaiming_normal"  # or 'torch_default' (MLPs: PyTorch's nn.Linear init, Synaptic-Flow's MLP)
     c.prunable = ""  # regex over '/'-joined kernel paths, e.g. 'Dense_1': only those are pruned; '' = every kernel
     # Seeds: seed i of a sweep uses fold_in(PRNGKey(seed), i), so any seed can be rerun alone.
     c.num_seeds = 4
@@ -144,6 +146,10 @@ def validate_common(config) -> None:
 
     check_choice(config, "dataset", data.DATASETS)
     check_choice(config, "model", models.NAMES)
+    check_choice(config, "weight_init", models.WEIGHT_INITS)
+    _check(config.weight_init == "kaiming_normal" or config.model in models.MLPS,
+           f"config.weight_init={config.weight_init!r}: defined for the MLPs ({', '.join(models.MLPS)}), not "
+           f"model={config.model!r}")
     check_choice(config, "optimizer", train.OPTIMIZERS)
     check_choice(config, "lr_schedule", train.LR_SCHEDULES)
     check_choice(config, "task", TASKS)
@@ -163,6 +169,7 @@ def validate_common(config) -> None:
            f"config.seed_ids={tuple(ids)!r} names {len(ids)} seed(s) but config.num_seeds={config.num_seeds}; "
            "the command line sets num_seeds from seed_ids")
     check_fraction(config, "label_noise")
+    data.check_input_noise(config.input_noise_var)
     for key in ("learning_rate", "noise_std"):
         _check(isinstance(config[key], (int, float)) and config[key] > 0, f"config.{key}={config[key]!r}: must be > 0")
     _check(0.0 <= config.momentum < 1.0, f"config.momentum={config.momentum!r}: must be in [0, 1)")

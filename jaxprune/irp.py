@@ -75,7 +75,9 @@ def schedule(prune_fraction: float, rounds: int = 0, targets=(), kind: str = "ge
     d_R = (1 − f)^R in equal shares of the ORIGINAL weights, d_r = 1 − r (1 − d_R) / R (the AutoSparse reference's
     schedule: 20 rounds of 4.95% to 1%). With target densities (1 − sparsity for the sparsities an
     experiment compares at): the geometric steps (1 − f)^k above the smallest target, merged with every target
-    below 1, so an IMP run passes through each target exactly and stops at the smallest.
+    below 1, so an IMP run passes through each target exactly and stops at the smallest. A step within a relative
+    1e-4 of a target IS that target (a target written as 1 − sparsity, e.g. on the 1 − 0.8^r grid, differs from
+    0.8^r by rounding only), so no round repeats the one before it.
     """
     if not targets and kind == "linear":
         return [1.0 - r * (1.0 - density_after(rounds, prune_fraction)) / rounds for r in range(1, rounds + 1)]
@@ -84,7 +86,8 @@ def schedule(prune_fraction: float, rounds: int = 0, targets=(), kind: str = "ge
     lowest = min(targets)
     steps = math.ceil(math.log(lowest) / math.log(1.0 - prune_fraction))
     geometric = {density_after(k, prune_fraction) for k in range(1, steps)} - {1.0}
-    return sorted({d for d in geometric if d > lowest} | {float(t) for t in targets if t < 1.0}, reverse=True)
+    distinct = {d for d in geometric if d > lowest and all(abs(d - t) > 1e-4 * t for t in targets)}
+    return sorted(distinct | {float(t) for t in targets if t < 1.0}, reverse=True)
 
 
 def magnitude_prune(params: PyTree, mask: PyTree, density, scope: masks.Scope = "global") -> PyTree:

@@ -144,3 +144,23 @@ def paired_differences(path: str, comparisons: list[dict], *, title: str, xlabel
     ax.legend([Line2D([], [], color=VERDICT_COLORS[v], marker="o", linestyle="") for v in shown], shown,
               fontsize=7, loc="best")
     save(fig, path)
+
+
+def errorbars_vs_sparsity(path: str, curves: dict, *, ylabel: str, title: str) -> None:
+    """One line per label over a linear sparsity axis, as No Free Prune draws its Figure 1: at each sparsity the
+    mean over seeds with ±1 standard error of the mean (sample std / √n) as error bars; ``curves[label] =
+    (sparsity [n], values [seeds, n])``. NaN entries (failed seeds) are left out of the mean, the std and n."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (sparsity, values) in curves.items():
+        values = np.asarray(values, dtype=np.float64)
+        count = np.sum(np.isfinite(values), axis=0)
+        mean = np.nanmean(values, axis=0)
+        sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(count) if values.shape[0] > 1 else np.zeros_like(mean)
+        ax.errorbar(np.asarray(sparsity), mean, yerr=sem, marker="o", markersize=3, capsize=2, label=label,
+                    linestyle="--" if "+" in label else "-")
+    ax.set_xlabel("sparsity (fraction of prunable weights removed)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, path)

@@ -80,8 +80,9 @@ def _t_test(d: np.ndarray, confidence: float) -> dict:
     """Student t on n ≥ 2 paired differences: d̄ ± t_{(1+c)/2, n−1} s/√n, t = d̄ / (s/√n), two-sided p."""
     n, mean, sd = d.size, float(d.mean()), float(d.std(ddof=1))
     if sd == 0:
-        return {"lower": mean, "upper": mean, "t_statistic": None, "p_value": None,
-                "note": "zero variance: every paired difference is equal; the t statistic is undefined"}
+        return {"lower": None, "upper": None, "t_statistic": None, "p_value": None,
+                "note": "zero variance: every paired difference is equal; no interval can be formed (verdict "
+                        "inconclusive)"}
     half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / np.sqrt(n)
     t = mean / (sd / np.sqrt(n))
     return {"lower": mean - half, "upper": mean + half, "t_statistic": t,
@@ -111,8 +112,9 @@ def paired_difference(a, b, *, confidence: float = 0.95, interval: str = "t", se
     ``std_difference`` (s), ``t_statistic``, ``p_value``, ``confidence``, ``interval`` (+ ``seed``,
     ``num_resamples`` for the bootstrap) and ``note``, a sentence saying why a value is None, else None.
     n = 0: everything None. n = 1: the difference only; no interval, s, t or p (one pair cannot estimate a
-    spread). Zero variance (all d_i equal, n ≥ 2): the interval is the point [d̄, d̄] (t and bootstrap alike),
-    t and p None.
+    spread). Zero variance (all d_i equal, n ≥ 2): no interval either (t and bootstrap alike; s = 0, t and p
+    None): a sample spread of 0 says nothing about the spread of the population (a few seeds that tie exactly,
+    e.g. memorized fractions of a small n), so :func:`verdict` calls it inconclusive at any n rather than decisive.
     """
     _check_interval_args(confidence, interval, num_resamples)
     d, dropped = finite_differences(a, b)
@@ -126,14 +128,14 @@ def paired_difference(a, b, *, confidence: float = 0.95, interval: str = "t", se
     if d.size == 1:
         return out | {"note": "one pair: no interval"}
     out |= {"std_difference": float(d.std(ddof=1))} | _t_test(d, confidence)
-    if interval == "bootstrap":
+    if interval == "bootstrap" and out["lower"] is not None:
         out["lower"], out["upper"] = _bootstrap(d, confidence, seed, num_resamples)
     return out
 
 
 def verdict(result: dict) -> str:
     """``"A > B"`` if the interval of :func:`paired_difference` lies above 0, ``"A < B"`` if below, else (it holds
-    0, or there is no interval) ``"inconclusive"``."""
+    0, or there is no interval: fewer than two pairs, or paired differences all equal) ``"inconclusive"``."""
     if result["lower"] is not None and result["lower"] > 0:
         return "A > B"
     if result["upper"] is not None and result["upper"] < 0:

@@ -27,6 +27,8 @@ if REPO not in sys.path:
 
 from jaxprune.experiments import REGISTRY  # noqa: E402
 
+PRESETS = ("nfp_fig1a",)  # paper presets (configs/<name>.py) run beside the experiments' default configs
+
 # --quick: tiny settings shared by every experiment, then each experiment's own (keys of configs/<name>.py).
 QUICK_COMMON = {"num_seeds": 2, "epochs": 1, "num_examples": 128, "num_test": 64, "widths": (16,)}
 QUICK = {
@@ -40,6 +42,8 @@ QUICK = {
                            "num_folds": 2, "num_permutations": 1, "prune_fraction": 0.5, "batch_size": 16,
                            "noise_masks": 8, "noise_bits": 16, "noise_methods": ("snip", "imp"),
                            "capacity_methods": ("snip", "imp"), "max_epochs": 2, "min_epochs": 0},
+    "nfp_fig1a": {"num_seeds": 2, "methods": ("imp", "snip", "random"), "sparsities": (0.5, 0.8), "max_epochs": 2,
+                  "min_epochs": 0, "prune_fraction": 0.5},
     "autosparse": {"rounds": 2, "predictor_steps": 5, "predictor_batch_size": 256, "methods": ("random", "snip"),
                    "ablations": (), "transfer_targets": (), "sparsities": (0.5,)},
 }
@@ -90,7 +94,7 @@ def run(name: str, runs_dir: str, out_dir: str, quick: bool) -> tuple[str, list[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(REGISTRY), help="run only this experiment")
+    parser.add_argument("--only", choices=sorted(REGISTRY) + list(PRESETS), help="run only this experiment or preset")
     parser.add_argument("--quick", action="store_true", help="tiny overrides for a smoke test")
     parser.add_argument("--runs", help="workdirs root, relative to the repository root "
                                        "(default runs/gallery, or runs/gallery_quick with --quick)")
@@ -107,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     snippet = []
-    for name in [args.only] if args.only else sorted(REGISTRY):
+    for name in [args.only] if args.only else sorted(REGISTRY) + list(PRESETS):
         try:
             printed, figures = run(name, args.runs, args.out, args.quick)
         except subprocess.CalledProcessError as e:

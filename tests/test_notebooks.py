@@ -136,10 +136,10 @@ def test_gallery_quick_overrides_are_valid_configs_of_every_experiment():
     assert set(REGISTRY) <= set(gallery.QUICK)
     for name, overrides in gallery.QUICK.items():
         config = importlib.import_module(f"configs.{name}").get_config()
-        assert config.experiment == name
+        assert config.experiment == name or name in gallery.PRESETS
         config.update({**gallery.QUICK_COMMON, **overrides})  # raises on a key the config does not have
         config_lib.validate_common(config)
-        importlib.import_module(f"jaxprune.experiments.{name}").validate(config)
+        importlib.import_module(f"jaxprune.experiments.{config.experiment}").validate(config)
 
 
 def test_gallery_command_is_the_cli_with_the_quick_overrides():

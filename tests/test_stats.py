@@ -90,10 +90,11 @@ def test_edge_cases_one_pair_no_pair_zero_variance(interval):
     none = stats.paired_difference([np.nan, np.inf], [0.5, 0.4], interval=interval)
     assert none["num_pairs"] == 0 and none["mean_difference"] is None and none["lower"] is None
     same = stats.paired_difference([0.875, 0.75, 0.5], [0.75, 0.625, 0.375], interval=interval)  # d = 1/8 exactly
-    assert [same["lower"], same["mean_difference"], same["upper"]] == [0.125] * 3
-    assert same["t_statistic"] is None and "zero variance" in same["note"] and stats.verdict(same) == "A > B"
+    assert same["mean_difference"] == 0.125 and same["std_difference"] == 0.0
+    assert same["lower"] is None and same["upper"] is None  # sd 0: no interval can be formed, at any n
+    assert same["t_statistic"] is None and "zero variance" in same["note"] and stats.verdict(same) == "inconclusive"
     tie = stats.paired_difference([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], interval=interval)
-    assert (tie["lower"], tie["upper"], stats.verdict(tie)) == (0.0, 0.0, "inconclusive")
+    assert (tie["lower"], tie["upper"], stats.verdict(tie)) == (None, None, "inconclusive")
 
 
 def test_bad_arguments_raise_config_error():

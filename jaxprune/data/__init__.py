@@ -7,6 +7,9 @@ Config keys (all read with ``config.get(key, default)``, so a config holds only 
   label noise), independent of model seeds.
 * ``label_noise`` (0.0): fraction of training labels replaced by uniformly random classes (any
   classification dataset; see :mod:`jaxprune.data.noise`).
+* ``input_noise_var`` (0.0): Gaussian noise of this variance added to every input entry of both splits, after
+  normalization, drawn once from ``data_seed`` (per seed: from the seed's data key); labels kept
+  (:func:`jaxprune.data.noise.with_input_noise`).
 * ``num_examples``: training-set size; 0 (default) = the dataset's own size (gaussian: 1000 points drawn;
   others: the whole training split); > 0: gaussian draws that many, others keep a random subset of that size
   (drawn from data_seed).
@@ -27,9 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.data import gaussian, mnist1d, tfds_source
-from jaxprune.data.dataset import Dataset
+from jaxprune.data.dataset import STREAMS, Dataset
 from jaxprune.data.gaussian import SeedData
-from jaxprune.data.noise import corrupt_labels, with_label_noise
+from jaxprune.data.noise import check_input_noise, corrupt_labels, with_input_noise, with_label_noise
 from jaxprune.errors import ConfigError
 
 DATASETS = ("mnist1d", "gaussian") + tfds_source.TFDS_DATASETS
@@ -65,13 +68,23 @@ def check_per_seed(config: Any) -> None:
         raise ConfigError(f"data_per_seed=True with label_noise={config.get('label_noise')}: per-seed draws take "
                           "labels='random' or 'teacher' without label noise")
     gaussian.check(**gaussian_keys(config))
+    check_input_noise(config.get("input_noise_var", 0.0))
 
 
 def draw(key: jax.Array, config: Any) -> SeedData:
     """ONE seed's dataset drawn on device from ``key`` (:func:`jaxprune.data.gaussian.draw` with the config's
-    gaussian keys): jittable (``jax.jit(functools.partial(draw, config=config))``) and vmappable over keys."""
+    gaussian keys), with ``input_noise_var`` > 0 noise √var · ε on every input of both splits, ε ~ N(0, 1) from
+    ``fold_in(key, STREAMS.index('input_noise'))``: jittable (``jax.jit(functools.partial(draw, config=config))``)
+    and vmappable over keys."""
     check_per_seed(config)
-    return gaussian.draw(key, **gaussian_keys(config))
+    seed_data = gaussian.draw(key, **gaussian_keys(config))
+    variance = config.get("input_noise_var", 0.0)
+    if variance == 0:
+        return seed_data
+    n = seed_data.x_train.shape[0]
+    x = jnp.concatenate([seed_data.x_train, seed_data.x_test])
+    x = x + jnp.sqrt(variance) * jax.random.normal(jax.random.fold_in(key, STREAMS.index("input_noise")), x.shape)
+    return seed_data._replace(x_train=x[:n], x_test=x[n:])
 
 
 def data_keys(data_seed: int, ids) -> jax.Array:
@@ -100,8 +113,9 @@ def _load_real(name: str, config: Any, data_seed: int) -> Dataset:
 
 
 def load(config: Any) -> Dataset:
-    """The dataset ``config.dataset`` drawn with ``data_seed``, with ``label_noise`` applied to its training
-    labels (keys and defaults in the module docstring). ``config``: a ConfigDict or any mapping with ``get``."""
+    """The dataset ``config.dataset`` drawn with ``data_seed``, with ``input_noise_var`` noise on its inputs and
+    ``label_noise`` applied to its training labels (keys and defaults in the module docstring). ``config``: a
+    ConfigDict or any mapping with ``get``."""
     name = config.get("dataset", None)
     if name not in DATASETS:
         raise ConfigError(f"dataset={name!r}: must be one of {DATASETS}")
@@ -109,4 +123,5 @@ def load(config: Any) -> Dataset:
     if not isinstance(data_seed, int) or data_seed < 0:
         raise ConfigError(f"data_seed={data_seed!r}: must be a non-negative integer")
     dataset = _load_gaussian(config, data_seed) if name == "gaussian" else _load_real(name, config, data_seed)
+    dataset = with_input_noise(dataset, config.get("input_noise_var", 0.0), data_seed)
     return with_label_noise(dataset, config.get("label_noise", 0.0), data_seed)

@@ -83,7 +83,8 @@ def setup(config, dataset: data.Dataset | None = None, mesh: jax.sharding.Mesh |
         splits = to_device(dataset.x_train, dataset.y_train), to_device(dataset.x_test, dataset.y_test)
         num_classes, per_seed = dataset.num_classes, {}
     check_batch_size(config, splits[0].y.shape[0])
-    model = models.create(config.model, num_classes or 1, widths=tuple(config.widths))
+    model = models.create(config.model, num_classes or 1, widths=tuple(config.widths),
+                          weight_init=config.get("weight_init", "kaiming_normal"))
     select_prunable(config.get("prunable", ""), model, splits[0].x.shape[1:])
     return Setup(dataset, *splits, model=model, keys=seed_keys(config.seed, seed_ids(config)), mesh=mesh,
                  num_classes=num_classes, **per_seed)

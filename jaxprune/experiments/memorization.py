@@ -8,7 +8,8 @@ Every seed's dense net is first trained from its initial weights θ_0 to converg
   (:func:`imp_rounds`; the round at a target density IS the ``imp`` row there);
 - ``magnitude_after``: the largest |θ_T| of the converged dense net, trained from θ_0 (rewind);
   ``magnitude_after_no_rewind``: the same mask, trained on from the pruned trained weights θ_T ⊙ m (Synaptic-Flow's
-  singleshot, which does not rewind);
+  singleshot, which does not rewind), with a fresh optimizer state (``no_rewind_optimizer='reset'``) or the dense
+  net's (``'carry'``, as Synaptic-Flow's singleshot, which reloads the pre-training optimizer with the model);
 - the PaI methods (:func:`jaxprune.experiments.masking.method_masks`; ``scope``, ``synflow_rounds`` as configured);
 - ``ablations=('shuffle',)``: for every method but random, ``<method>+shuffle`` permutes each layer's mask
   (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's control): the same layer densities, no
@@ -16,7 +17,9 @@ Every seed's dense net is first trained from its initial weights θ_0 to converg
   mask puts the weights, not how many per layer.
 
 Every masked network (methods × sparsities × controls × seeds) then trains in ONE jitted, doubly vmapped call until
-it converges; its memorized fraction, the accuracy on its own training set in inference mode, is reported with the
+it converges; its memorized fraction — ``train_accuracy``, the accuracy on its own training set in inference mode,
+and ``memorized``, the fraction of points with cross-entropy ≤ ``memorized_loss_max`` (No Free Prune's criterion,
+:func:`memorized_points`; ``memorization_metric`` picks the one figures and comparisons use) — is reported with the
 mask's nominal and effective densities (:func:`jaxprune.experiments.masking.mask_report`), its epochs and
 ``hit_cap``, its Lipschitz estimates and the Law-of-Robustness scale (:mod:`jaxprune.robustness`), and methods are
 compared pairwise over the shared seeds (``comparisons``, :func:`jaxprune.stats.comparisons`: mean paired
@@ -26,7 +29,9 @@ Random labels: ``gaussian`` data with ``labels='random'`` (y ~ Uniform{0..K−1}
 ``data_seed``); any other dataset has every training label re-drawn uniformly (label noise of fraction 1, key of
 ``data_seed``). With ``label_noise`` = q > 0 (a real dataset, or gaussian with ``labels='teacher'``) only a fraction q
 is re-drawn, and each row also reports ``noisy_fitted`` (fraction of the re-drawn labels the net reproduces) and
-``clean_fitted`` (its accuracy on the others). The labels are fixed by ``data_seed`` and shared by all model seeds.
+``clean_fitted`` (its accuracy on the others). The labels are fixed by ``data_seed`` and shared by all model seeds,
+or, with ``data_per_seed``, every seed draws its own Gaussian dataset (:func:`jaxprune.data.draw`). A network whose
+loss goes non-finite is listed in its row's ``failed_seeds`` and left out of means and pairs (:func:`with_failures`).
 
 Convergence rule, with L_e, A_e the loss and accuracy on the whole training set in inference mode after epoch
 e = 1, 2, …: stop after epoch e ≥ ``min_epochs`` if
@@ -54,6 +59,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxprune import data, irp, masks, parallel, plotting, robustness, stats, train
 from jaxprune import workdir as wd
@@ -71,6 +77,7 @@ ABLATIONS = ("shuffle",)  # the pai experiment's spelling: rows '<method>+shuffl
 
 
 STOP_RULES = ("plateau", "interpolation")
+METRICS = ("train_accuracy", "memorized")  # config.memorization_metric: figures, comparisons, ordering
 
 
 class StopRule(NamedTuple):
@@ -103,13 +110,21 @@ def should_stop(rule: StopRule, losses: jax.Array, accuracies: jax.Array, epochs
     return (e >= rule.min_epochs) & (loss_done | accuracy_flat)
 
 
+def memorized_points(logits: jax.Array, labels: jax.Array, loss_max: float) -> jax.Array:
+    """Per training point, whether it is memorized as No Free Prune counts it: its cross-entropy
+    −log softmax(f(x_i))_{y_i} ≤ ``loss_max`` (the paper's "predictions within (log 2)/10": log 2 is the loss of a
+    50/50 prediction, so with ``loss_max`` = log(2)/10 ≈ 0.0693 a point counts only when p(y_i | x_i) ≥ 2^(−1/10)
+    ≈ 0.933). Argmax accuracy (``train_accuracy``) counts a 51/49 prediction as well."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels) <= loss_max
+
+
 class Fit(NamedTuple):
     """What :func:`train_until_converged` returns for a block of networks (leading block axis everywhere)."""
 
     states: train.TrainState  # final (frozen) states
     history: dict  # 'loss', 'accuracy' (and 'probe/<name>'): [block, max_epochs], NaN after each stopping epoch
     epochs: jax.Array  # epochs each network trained
-    converged: jax.Array  # whether its rule fired (False: it hit max_epochs, or rule is None)
+    converged: jax.Array  # whether its rule fired (False: it hit max_epochs, failed, or rule is None)
 
 
 def train_until_converged(
@@ -128,6 +143,8 @@ def train_until_converged(
     A frozen network's state is exactly that of a lone run of its epoch count, whatever the others do. The epoch
     index is shared by the block, so every step's data-order switch stays a branch (not a per-network select).
     One network: add a block axis of 1 (``jax.tree.map(lambda a: a[None], ...)``); ``jax.jit`` it.
+    A network whose loss goes non-finite (``states.failed_step`` ≥ 0, :func:`jaxprune.train.train_step` then
+    freezes its weights) stops at the end of that epoch and is not ``converged``.
     """
     per_epoch = train.steps_per_epoch(data_.x.shape[0 if data_axis is None else 1], batch_size)
     size = keys.shape[0]
@@ -157,12 +174,13 @@ def train_until_converged(
         recorded = {k: v.at[:, e].set(metrics[k]) for k, v in history.items()}
         stop = (jax.vmap(functools.partial(should_stop, rule), in_axes=(0, 0, None))(
             recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.zeros(size, bool))
+        stop = stop | (trained.failed_step >= 0)
         return (e + 1, keep(done, trained, states), keep(done, recorded, history), jnp.where(done, epochs, e + 1),
                 done | stop)
 
     start = (jnp.int32(0), states, history, jnp.zeros(size, jnp.int32), jnp.zeros(size, bool))
     _, states, history, epochs, done = jax.lax.while_loop(running, epoch, start)
-    return Fit(states, history, epochs, done)
+    return Fit(states, history, epochs, done & (states.failed_step < 0))
 
 
 _PROGRAMS: dict = {}  # the last train_all program: (setup, seed_map) by (config, max_epochs, rule, probe, keep)
@@ -170,64 +188,54 @@ _PROGRAMS: dict = {}  # the last train_all program: (setup, seed_map) by (config
 
 def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list, *, max_epochs: int,
               rule: StopRule | None, probe: Callable | None = None, starts: list | None = None,
-              keep_params: bool = False) -> dict:
+              keep_params: bool = False, keep_opt_state: bool = False) -> dict:
     """Train every seed's network under each of the C stacked mask sets: the C · seeds networks
     (:func:`jaxprune.experiments.common.networks`) are the units of one :func:`jaxprune.parallel.seed_map` call,
     trained in blocks until they converge (:func:`train_until_converged`). Network (c, i) starts from
-    ``starts[c]`` (stacked [seeds, ...] weights, masked before training) where given and not None, else from seed
-    i's initial weights. ``probe(apply_fn, params, seed_data) -> {name: scalar}`` is recorded after every epoch.
+    ``starts[c]`` where given and not None — stacked [seeds, ...] weights (masked before training, fresh optimizer
+    state), or a pair (weights, optimizer states) to carry an optimizer state over — else from seed i's initial
+    weights. ``probe(apply_fn, params, seed_data) -> {name: scalar}`` is recorded after every epoch.
 
     With ``config.data_per_seed`` network (c, i) trains on seed i's own dataset (``seeds.data``, one
     :class:`jaxprune.data.SeedData`), which ``probe`` gets as ``seed_data`` (None when the seeds share one).
 
-    Returns host arrays [C, seeds, ...]: ``train_accuracy``/``train_loss`` (whole training set, inference mode),
-    ``fit_sq_error`` (mean squared error of the fit: ‖softmax(f(x_i)) − e_{y_i}‖² for labels, (f(x_i) − y_i)² for
-    regression), ``fitted`` (per training example: prediction equals its label; [C, seeds, n] bool),
-    ``epochs``, ``hit_cap`` (ran ``max_epochs`` without its rule firing), ``history`` (per-epoch),
-    ``nonzero`` (‖m‖₀), ``lipschitz_input_gradient``, for MLPs ``lipschitz_spectral_bound``, and with
-    ``keep_params`` the final masked weights ``params``."""
+    Returns host arrays [C, seeds, ...]: :func:`fit_summary`'s, ``epochs``, ``hit_cap`` (ran ``max_epochs``
+    without its rule firing or failing), ``history`` (per-epoch), for MLPs ``lipschitz_spectral_bound``, with
+    ``keep_params`` the final masked weights ``params`` and with ``keep_opt_state`` the optimizer states."""
     tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.y.shape[0], config.batch_size))
     cells = len(mask_sets)
     nets, net_masks = common.networks(setup, seeds, mask_sets)
-    if starts is not None and any(s is not None for s in starts):
-        params = [seeds.params if s is None else s for s in starts]
-        nets = nets._replace(params=setup.shard(jax.tree.map(lambda *p: jnp.concatenate(p), *params)))
+    joined = lambda trees: setup.shard(jax.tree.map(lambda *p: jnp.concatenate(p), *trees))  # noqa: E731
+    starts = [None] * cells if starts is None else starts
+    if any(s is not None for s in starts):
+        nets = nets._replace(params=joined([seeds.params if s is None else s[0] if isinstance(s, tuple) else s
+                                            for s in starts]))
+    opt_states = None
+    if any(isinstance(s, tuple) for s in starts):
+        fresh = jax.vmap(tx.init)(seeds.params)  # Adam's zeros: the same as init_state's
+        opt_states = joined([s[1] if isinstance(s, tuple) else fresh for s in starts])
 
-    def finish(state, mask, seed_data):
-        data_ = common.train_data_of(setup, seed_data)
-        final = train.evaluate(state.params, state.batch_stats, data_, model=setup.model,
-                               batch_size=config.eval_batch_size)
-        apply_fn = train.apply_fn_for(setup.model, state.batch_stats)
-        outputs = jax.lax.map(lambda x: apply_fn(state.params, x[None])[0], data_.x,
-                              batch_size=min(config.eval_batch_size, data_.x.shape[0]))
-        if jnp.issubdtype(data_.y.dtype, jnp.integer):
-            probs = jax.nn.softmax(outputs)
-            sq_error = jnp.sum(probs ** 2, -1) - 2 * jnp.take_along_axis(probs, data_.y[:, None], -1)[:, 0] + 1
-            fitted = jnp.argmax(outputs, -1) == data_.y
-        else:
-            sq_error, fitted = (outputs[:, 0] - data_.y) ** 2, jnp.zeros(data_.y.shape, bool)
-        out = {"train_accuracy": final["accuracy"], "train_loss": final["loss"], "fit_sq_error": jnp.mean(sq_error),
-               "fitted": fitted, "nonzero": robustness.nonzero_parameters(mask),
-               "lipschitz_input_gradient": jnp.max(robustness.input_jacobian_norms(apply_fn, state.params, data_.x))}
-        return out | ({"params": state.params} if keep_params or config.model in MLP_MODELS else {})
-
-    def block(params, batch_stats, masks_, keys, seed_data):
+    def block(params, batch_stats, masks_, keys, seed_data, opt_state):
         net_probe = probe and (lambda state, own_data: probe(train.apply_fn_for(setup.model, state.batch_stats),
                                                              state.params, own_data))
         states = jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(params, batch_stats, masks_)
+        states = states if opt_state is None else states.replace(opt_state=opt_state)
         fit = train_until_converged(states, masks_, common.train_data_of(setup, seed_data), keys, model=setup.model,
                                     tx=tx, batch_size=config.batch_size, max_epochs=max_epochs, rule=rule,
                                     probe=net_probe, eval_batch_size=config.eval_batch_size,
                                     data_axis=None if seed_data is None else 0, probe_data=seed_data)
-        hit_cap = ~fit.converged if rule else jnp.zeros_like(fit.converged)
-        return jax.vmap(finish, in_axes=(0, 0, None if seed_data is None else 0))(fit.states, masks_, seed_data) | {
-            "epochs": fit.epochs, "hit_cap": hit_cap, "history": fit.history}
+        hit_cap = ~fit.converged & (fit.states.failed_step < 0) if rule else jnp.zeros_like(fit.converged)
+        keep = keep_params or config.model in MLP_MODELS
+        summary = jax.vmap(functools.partial(fit_summary, config, setup, keep_params=keep,
+                                             keep_opt_state=keep_opt_state),
+                           in_axes=(0, 0, None if seed_data is None else 0))(fit.states, masks_, seed_data)
+        return summary | {"epochs": fit.epochs, "hit_cap": hit_cap, "history": fit.history}
 
-    key = (config.to_json_best_effort(), max_epochs, rule, probe, keep_params)
+    key = (config.to_json_best_effort(), max_epochs, rule, probe, keep_params, keep_opt_state)
     if _PROGRAMS.get(key, (None,))[0] is not setup:  # one compile per run, not one per IMP round
         _PROGRAMS.clear()
         _PROGRAMS[key] = (setup, parallel.seed_map(block, setup.mesh, blockwise=True))
-    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data)
+    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data, opt_states)
     out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if config.model in MLP_MODELS:
         out["lipschitz_spectral_bound"] = np.array([robustness.spectral_norm_product(
@@ -236,6 +244,36 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     if not keep_params:
         out.pop("params", None)
     return out
+
+
+def fit_summary(config, setup: common.Setup, state: train.TrainState, mask, seed_data, *, keep_params: bool,
+                keep_opt_state: bool) -> dict:
+    """ONE trained network's fit of its training set (the seed's own, or the shared one): ``train_accuracy`` /
+    ``train_loss`` (inference mode), ``fit_sq_error`` (mean squared error of the fit: ‖softmax(f(x_i)) − e_{y_i}‖²
+    for labels, (f(x_i) − y_i)² for regression), ``fitted`` (per training example: prediction equals its label),
+    for labels ``memorized`` (fraction of the training points with cross-entropy ≤ ``config.memorized_loss_max``,
+    :func:`memorized_points`), ``failed_step`` (first step with a non-finite loss, −1 if none), ``nonzero``
+    (‖m‖₀), ``lipschitz_input_gradient``, and the weights / optimizer state if asked."""
+    data_ = common.train_data_of(setup, seed_data)
+    final = train.evaluate(state.params, state.batch_stats, data_, model=setup.model, batch_size=config.eval_batch_size)
+    apply_fn = train.apply_fn_for(setup.model, state.batch_stats)
+    outputs = jax.lax.map(lambda x: apply_fn(state.params, x[None])[0], data_.x,
+                          batch_size=min(config.eval_batch_size, data_.x.shape[0]))
+    labels = jnp.issubdtype(data_.y.dtype, jnp.integer)
+    if labels:
+        probs = jax.nn.softmax(outputs)
+        sq_error = jnp.sum(probs ** 2, -1) - 2 * jnp.take_along_axis(probs, data_.y[:, None], -1)[:, 0] + 1
+        fitted = jnp.argmax(outputs, -1) == data_.y
+    else:
+        sq_error, fitted = (outputs[:, 0] - data_.y) ** 2, jnp.zeros(data_.y.shape, bool)
+    memorized = ({"memorized": jnp.mean(memorized_points(outputs, data_.y, config.memorized_loss_max))}
+                 if labels else {})
+    out = {**memorized, "train_accuracy": final["accuracy"], "train_loss": final["loss"],
+           "failed_step": state.failed_step, "fit_sq_error": jnp.mean(sq_error),
+           "fitted": fitted, "nonzero": robustness.nonzero_parameters(mask),
+           "lipschitz_input_gradient": jnp.max(robustness.input_jacobian_norms(apply_fn, state.params, data_.x))}
+    return out | ({"params": state.params} if keep_params else {}) | (
+        {"opt_state": state.opt_state} if keep_opt_state else {})
 
 
 def methods() -> tuple[str, ...]:
@@ -248,6 +286,9 @@ def validate(config) -> None:
     """Memorization keys: :func:`validate_training`, classification with random labels (or ``label_noise``)."""
     validate_training(config)
     check_choice(config, "task", ("classification",))
+    if config.keep_labels and (config.dataset == "gaussian" or config.label_noise > 0):
+        raise ConfigError(f"config.keep_labels=True with dataset={config.dataset!r}, label_noise={config.label_noise}: "
+                          "keep_labels keeps a real dataset's own labels (no label noise)")
     if config.dataset == "gaussian" and (config.labels == "random") != (config.label_noise == 0):
         raise ConfigError(f"config.labels={config.labels!r} with config.label_noise={config.label_noise!r}: gaussian "
                           "memorization takes labels='random' (every label random) or labels='teacher' with a "
@@ -267,6 +308,11 @@ def validate_training(config) -> None:
     check_positive_int(config, "accuracy_patience", minimum=0)
     check_positive_int(config, "loss_window")
     check_positive_int(config, "min_epochs", minimum=0)
+    check_choice(config, "memorization_metric", METRICS)
+    check_choice(config, "no_rewind_optimizer", ("reset", "carry"))
+    loss_max = config.memorized_loss_max
+    if not (isinstance(loss_max, (int, float)) and not isinstance(loss_max, bool) and loss_max > 0):
+        raise ConfigError(f"config.memorized_loss_max={loss_max!r}: must be a number > 0 (the paper: log(2)/10)")
     check_choice(config, "lr_schedule", ("constant",))  # training length is open-ended: no schedule horizon
     check_choice(config, "rewind_step", (0,))  # IMP here rewinds to the initialization
     for key in ("loss_tol", "accuracy_tol"):
@@ -276,18 +322,27 @@ def validate_training(config) -> None:
 
 def random_label_dataset(config) -> data.Dataset:
     """``config.dataset`` with random training labels fixed by ``data_seed`` (module docstring): every label
-    (``label_noise`` 0), or the ``label_noise`` fraction (recorded in ``corrupted``)."""
+    (``label_noise`` 0), or the ``label_noise`` fraction (recorded in ``corrupted``); with ``keep_labels`` a real
+    dataset's own labels (e.g. Fig. 1b: noise on the inputs, ``input_noise_var``, the labels kept)."""
     dataset = data.load(config)
-    if config.label_noise > 0 or config.dataset == "gaussian":
+    if config.label_noise > 0 or config.dataset == "gaussian" or config.keep_labels:
         return dataset
     return with_label_noise(dataset, 1.0, config.data_seed)
 
 
 def pretrain_dense(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, probe=None) -> dict:
     """Every seed's dense net trained from its initial weights under ``rule``: round 0 of IMP, the net that
-    ``magnitude_after`` prunes, and the ``dense`` row. :func:`train_all`'s outputs [seeds, ...], with ``params``."""
+    ``magnitude_after`` prunes, and the ``dense`` row. :func:`train_all`'s outputs [seeds, ...], with ``params``
+    (and ``opt_state`` when ``magnitude_after_no_rewind`` carries it over)."""
     return cell(train_all(config, setup, seeds, [jax.vmap(masks.ones)(seeds.params)], max_epochs=config.max_epochs,
-                          rule=rule, probe=probe, keep_params=True), 0)
+                          rule=rule, probe=probe, keep_params=True, keep_opt_state=carries_optimizer(config)), 0)
+
+
+def carries_optimizer(config) -> bool:
+    """Whether ``magnitude_after_no_rewind`` (in ``config.methods``) continues with the dense net's optimizer state
+    (``no_rewind_optimizer='carry'``, Synaptic-Flow's singleshot, which saves the optimizer with the pre-trained model
+    and reloads both before post-training) rather than a fresh one (``'reset'``)."""
+    return NO_REWIND in config.methods and config.no_rewind_optimizer == "carry"
 
 
 def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
@@ -325,12 +380,13 @@ def comparison_pairs(rows: list[dict]) -> list[tuple[str, str]]:
     return pairs + [(a, b) for a in after for b in AT_INIT if b in present]
 
 
-def ordering(results: list[dict]) -> list[dict]:
-    """Per sparsity: does every after-training method (imp, magnitude_after) memorize more, in the mean over seeds,
-    than every at-initialization method (snip, grasp, synflow, random) present? (No Free Prune's claim.)"""
+def ordering(results: list[dict], metric: str = "train_accuracy") -> list[dict]:
+    """Per sparsity: does every after-training method (imp, magnitude_after) memorize more (``metric``), in the mean
+    over the seeds that did not fail, than every at-initialization method (snip, grasp, synflow, random) present?
+    (No Free Prune's claim.)"""
     rows = []
     for s in sorted({r["sparsity"] for r in results if r["method"] != "dense"}):
-        mean = {r["method"]: float(np.mean(r["train_accuracy"])) for r in results if r["sparsity"] == s}
+        mean = {r["method"]: float(np.nanmean(r[metric])) for r in results if r["sparsity"] == s}
         after = [mean[m] for m in masking.AFTER_TRAINING if m in mean]
         init = [mean[m] for m in AT_INIT if m in mean]
         holds = bool(min(after) > max(init)) if after and init else None
@@ -357,7 +413,8 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRul
             f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
     rounds, after_training = {}, {}  # after_training: the largest-|θ_T| masks, shared by both magnitude_after rows
     for method in config.methods:
-        start = dense["params"] if method == NO_REWIND else None
+        start = None if method != NO_REWIND else (
+            (dense["params"], dense["opt_state"]) if carries_optimizer(config) else dense["params"])
         if method == "imp":
             rounds = imp_rounds(config, setup, seeds, dense, rule, log, probe)
             at = {s: rounds.get(1.0 - s, (ones, dense)) for s in config.sparsities}  # sparsity 0: the dense net
@@ -400,18 +457,35 @@ def rows_by_method(results: list[dict]) -> dict[str, list[dict]]:
 
 
 def result_row(method: str, sparsity: float, out: dict, report: dict, setup: common.Setup, sigma: float) -> dict:
-    """One results.json row: per-seed fit, stopping, mask densities, robustness and, with label noise, the
-    fraction of the noisy labels fitted and of the clean ones."""
+    """One results.json row: per-seed fit (``memorized``, ``train_accuracy``, ``train_loss``), stopping, failures
+    (:func:`with_failures`), mask densities, robustness and, with label noise, the fraction of the noisy labels
+    fitted and of the clean ones."""
     n, d = common.data_size(setup)
-    row = {"method": method, "sparsity": float(sparsity), "train_accuracy": out["train_accuracy"],
-           "train_loss": out["train_loss"], "epochs": out["epochs"], "hit_cap": out["hit_cap"], **report}
+    row = {"method": method, "sparsity": float(sparsity), "memorized": out["memorized"],
+           "train_accuracy": out["train_accuracy"], "train_loss": out["train_loss"], "epochs": out["epochs"],
+           "hit_cap": out["hit_cap"], **report}
     corrupted = np.zeros(n, bool) if setup.dataset is None else setup.dataset.corrupted
     if 0 < corrupted.sum() < n:
         row |= {"noisy_fitted": out["fitted"][:, corrupted].mean(1),
                 "clean_fitted": out["fitted"][:, ~corrupted].mean(1)}
-    return row | robustness.summary(out["nonzero"], out["lipschitz_input_gradient"],
-                                    out.get("lipschitz_spectral_bound"), sigma=sigma, num_examples=n, input_dim=d,
-                                    fit_sq_error=out["fit_sq_error"])
+    return with_failures(row, out, FIT_METRICS) | robustness.summary(
+        out["nonzero"], out["lipschitz_input_gradient"], out.get("lipschitz_spectral_bound"), sigma=sigma,
+        num_examples=n, input_dim=d, fit_sq_error=out["fit_sq_error"])
+
+
+FIT_METRICS = ("memorized", "train_accuracy", "train_loss", "noisy_fitted", "clean_fitted")
+
+
+def with_failures(row: dict, out: dict, metrics) -> dict:
+    """``row`` with ``failed_step`` (per seed: the first step whose loss was non-finite, −1 if none) and
+    ``failed_seeds`` (the seeds with one), those seeds' ``metrics`` set to NaN: a failed net's weights were frozen
+    before the bad step, so its fit says nothing about its capacity; it is left out of every mean and of every
+    paired comparison (:func:`jaxprune.stats.comparisons`), as IRP does."""
+    failed = np.asarray(out["failed_step"]) >= 0
+    row = row | {"failed_step": out["failed_step"], "failed_seeds": np.flatnonzero(failed).tolist()}
+    if failed.any():
+        row |= {k: np.where(failed, np.nan, np.asarray(row[k], np.float64)) for k in metrics if k in row}
+    return row
 
 
 def run(config, workdir: str) -> dict:
@@ -432,44 +506,60 @@ def run(config, workdir: str) -> dict:
     for method, sparsity, stacked, fit in cells:
         results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), setup, sigma))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
-        log(f"{method:>28} sparsity {sparsity:.3f}: memorized {common.mean_std(fit['train_accuracy'])}, "
-            f"epochs {fit['epochs'].tolist()}{capped}")
-    comparisons = stats.comparisons(results, "train_accuracy", comparison_pairs(results))
+        failed = f", failed seeds {results[-1]['failed_seeds']}" if results[-1]["failed_seeds"] else ""
+        log(f"{method:>28} sparsity {sparsity:.3f}: memorized {common.mean_std(results[-1]['memorized'])}, train "
+            f"accuracy {common.mean_std(results[-1]['train_accuracy'])}, epochs {fit['epochs'].tolist()}{capped}"
+            f"{failed}")
+    metric = config.memorization_metric
+    comparisons = stats.comparisons(results, metric, comparison_pairs(results))
     summary = {"experiment": "memorization", "num_seeds": config.num_seeds, "num_examples": n,
                "input_dim": d, "num_classes": setup.num_classes, "data_per_seed": config.data_per_seed,
                "label_noise": config.label_noise, "label_std_sigma": sigma, "scope": config.scope,
                "synflow_rounds": config.synflow_rounds, "ablations": list(config.ablations),
                "stop_rule": rule._asdict() | {"max_epochs": config.max_epochs},
+               "memorized_loss_max": config.memorized_loss_max, "metric": metric,
                "num_capped": int(sum(r["hit_cap"].sum() for r in results)),
+               "num_failed": int(sum(len(r["failed_seeds"]) for r in results)),
                "num_networks": len(results) * config.num_seeds,
                "dense_at_pruning": None if dense is None else {
-                   k: dense[k] for k in ("train_accuracy", "train_loss", "epochs", "hit_cap")},
-               "imp_rounds": [{"density": density, **{k: fit[k] for k in ("train_accuracy", "epochs", "hit_cap")}}
-                              for density, (_, fit) in rounds.items()],
-               "results": results, "comparisons": comparisons, "ordering": ordering(results)}
+                   k: dense[k] for k in ("memorized", "train_accuracy", "train_loss", "epochs", "hit_cap")},
+               "imp_rounds": [{"density": density, **{k: fit[k] for k in (
+                   "memorized", "train_accuracy", "epochs", "hit_cap", "failed_step")}}
+                   for density, (_, fit) in rounds.items()],
+               "results": results, "comparisons": comparisons, "ordering": ordering(results, metric)}
     if parallel.is_primary():
-        write_outputs(workdir, config, cells, results, comparisons)
-    log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs; paper ordering "
+        write_outputs(workdir, config, cells, results, comparisons, metric)
+    log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs, {summary['num_failed']} "
+        f"failed (non-finite loss); paper ordering "
         f"(after-training > at-init) holds at sparsities {[r['sparsity'] for r in summary['ordering'] if r['holds']]}"
         f"; outputs in {workdir}")
     return summary
 
 
-def write_outputs(workdir: str, config, cells: list, results: list[dict], comparisons: list[dict]) -> None:
-    """metrics.jsonl (per method, sparsity, seed, epoch run), the memorized-fraction figure (capped networks
-    circled) and the paired-difference figure."""
+def write_outputs(workdir: str, config, cells: list, results: list[dict], comparisons: list[dict],
+                  metric: str = "train_accuracy") -> None:
+    """metrics.jsonl (per method, sparsity, seed, epoch run), the ``metric``-vs-density figure (capped networks
+    marked x), No Free Prune's figure (``metric`` against sparsity, mean ± standard error over the seeds) and the
+    paired-difference figure."""
     records = [{"method": m, "sparsity": s, "seed": i, "epoch": e + 1, "train_loss": fit["history"]["loss"][i, e],
                 "train_accuracy": fit["history"]["accuracy"][i, e]}
                for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])]
     wd.write_jsonl(os.path.join(workdir, wd.METRICS), records)
     by_method = rows_by_method(results)
-    curves = {m: ([1.0 - r["sparsity"] for r in rows], np.stack([r["train_accuracy"] for r in rows], axis=1))
-              for m, rows in by_method.items()}
-    capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}
+    values = lambda key: {m: np.stack([r[key] for r in rows], axis=1) for m, rows in by_method.items()}  # noqa: E731
+    sparsities = {m: [r["sparsity"] for r in rows] for m, rows in by_method.items()}
+    label = {"memorized": f"memorized fraction (cross-entropy ≤ {config.memorized_loss_max:.3g})",
+             "train_accuracy": "memorized fraction (train accuracy)"}
     plotting.lines_vs_density(
-        os.path.join(workdir, "memorization_vs_density.png"), curves, ylabel="memorized fraction (train accuracy)",
+        os.path.join(workdir, "memorization_vs_density.png"),
+        {m: ([1.0 - s for s in sparsities[m]], v) for m, v in values(metric).items()}, ylabel=label[metric],
         title=f"Memorization, {config.model} on {config.dataset} (± std; x: hit max_epochs)",
-        flagged=capped)
+        flagged=values("hit_cap"))
+    plotting.errorbars_vs_sparsity(
+        os.path.join(workdir, "memorization_vs_sparsity.png"),
+        {m: (sparsities[m], v) for m, v in values(metric).items()}, ylabel=label[metric],
+        title=f"Memorization, {config.model} on {config.dataset} (mean ± standard error over "
+              f"{config.num_seeds} seeds)")
     if comparisons:
         plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
                                     title="Memorized fraction: paired differences over seeds (95% t interval)")

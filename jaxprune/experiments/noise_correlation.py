@@ -90,11 +90,13 @@ def run(config, workdir: str) -> dict:
                "noise_std": sigma, "num_examples": n, "input_dim": d, "ablations": list(config.ablations),
                "stop_rule": rule._asdict() | {"max_epochs": config.max_epochs},
                "num_capped": int(sum(r["hit_cap"].sum() for r in results)),
+               "num_failed": int(sum(len(r["failed_seeds"]) for r in results)),
                "num_networks": len(results) * config.num_seeds, "results": results, "imp_rounds": imp_rounds,
                "comparisons": comparisons}
     if parallel.is_primary():
         write_outputs(workdir, config, cells, results, imp_rounds, comparisons)
-    log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs; outputs in {workdir}")
+    log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs, {summary['num_failed']} failed "
+        f"(non-finite loss); outputs in {workdir}")
     return summary
 
 
@@ -104,10 +106,11 @@ def final(fit: dict, metric: str) -> np.ndarray:
 
 
 def result_row(method: str, sparsity: float, fit: dict, report: dict, sigma: float, n: int, d: int) -> dict:
-    """One results.json row: per-seed correlation and Bubeck–Sellke term at the stopping epoch, stopping, mask
-    densities, robustness."""
-    return ({"method": method, "sparsity": float(sparsity), **{k: final(fit, k) for k in METRICS},
-             "train_loss": fit["train_loss"], "epochs": fit["epochs"], "hit_cap": fit["hit_cap"], **report}
+    """One results.json row: per-seed correlation and Bubeck–Sellke term at the stopping epoch, stopping, failures
+    (:func:`jaxprune.experiments.memorization.with_failures`: failed seeds NaN), mask densities, robustness."""
+    row = {"method": method, "sparsity": float(sparsity), **{k: final(fit, k) for k in METRICS},
+           "train_loss": fit["train_loss"], "epochs": fit["epochs"], "hit_cap": fit["hit_cap"], **report}
+    return (memorization.with_failures(row, fit, (*METRICS, "train_loss"))
             | robustness.summary(fit["nonzero"], fit["lipschitz_input_gradient"], fit.get("lipschitz_spectral_bound"),
                                  sigma=sigma, num_examples=n, input_dim=d, fit_sq_error=fit["fit_sq_error"]))
 

@@ -4,7 +4,8 @@ Every model maps x [B, ...] to logits [B, num_classes] via ``model.apply(variabl
 models with BatchNorm keep running statistics in the ``batch_stats`` collection (pass
 ``mutable=['batch_stats']`` when ``train=True``). Conv models take images [B, H, W, C] or 1-D signals [B, L].
 Dense and Conv weights are the only leaves named ``kernel``, so ``masks.prunable`` selects exactly them.
-Initialization: He normal (fan_in) kernels, zero biases; see :mod:`jaxprune.models.layers`.
+Initialization: He normal (fan_in) kernels, zero biases, or for the MLPs PyTorch's nn.Linear default
+(``weight_init='torch_default'``); see :mod:`jaxprune.models.layers`.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import flax.linen as nn
 
 from jaxprune.errors import ConfigError
 from jaxprune.models.conv import CONV2_PLAN, CONV4_PLAN, CONV6_PLAN, conv_n, vgg
+from jaxprune.models.layers import WEIGHT_INITS
 from jaxprune.models.mlp import MLP
 from jaxprune.models.resnet import RESNET18_STAGES, RESNET20_STAGES, ResNet
 
+MLPS = ("mlp", "lenet300_100")  # the models with a choice of weight_init
 _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
     "mlp": lambda num_classes, widths: MLP(tuple(widths), num_classes),
     "lenet300_100": lambda num_classes, _: MLP((300, 100), num_classes),
@@ -32,12 +35,18 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
 NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def create(name: str, num_classes: int, *, widths: tuple[int, ...] = (200, 200)) -> nn.Module:
-    """The model ``name`` (one of :data:`NAMES`) with ``num_classes`` outputs; ``widths`` only for 'mlp'."""
+def create(name: str, num_classes: int, *, widths: tuple[int, ...] = (200, 200),
+           weight_init: str = "kaiming_normal") -> nn.Module:
+    """The model ``name`` (one of :data:`NAMES`) with ``num_classes`` outputs; ``widths`` only for 'mlp';
+    ``weight_init`` (:data:`WEIGHT_INITS`) other than 'kaiming_normal' only for the MLPs."""
     if name not in _BUILDERS:
         raise ConfigError(f"model={name!r} is unknown; allowed: {', '.join(NAMES)}")
     if num_classes < 1:
         raise ConfigError(f"num_classes={num_classes!r} must be a positive integer")
     if name == "mlp" and any(width < 1 for width in widths):
         raise ConfigError(f"widths={tuple(widths)!r} must be positive integers (hidden layer sizes of 'mlp')")
-    return _BUILDERS[name](num_classes, widths)
+    if weight_init not in WEIGHT_INITS or (weight_init != "kaiming_normal" and name not in MLPS):
+        raise ConfigError(f"weight_init={weight_init!r}: must be one of {', '.join(WEIGHT_INITS)}, and "
+                          f"'kaiming_normal' for every model but {', '.join(MLPS)}")
+    model = _BUILDERS[name](num_classes, widths)
+    return model.clone(weight_init=weight_init) if name in MLPS else model

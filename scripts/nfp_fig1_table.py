@@ -1,0 +1,63 @@
+"""The README tables of a No Free Prune Fig. 1 run: the headline metric per method at chosen sparsities as mean ±
+standard error over the seeds (the paper's error bars), and IMP − each other method as paired differences with
+95% t intervals and verdicts (the run's ``comparisons``).
+
+    python scripts/nfp_fig1_table.py runs/nfp_fig1a --sparsities 0.956 0.972 0.993
+
+A sparsity is matched to the run's nearest one (within 0.001). Failed seeds (``failed_seeds``) are left out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+
+def nearest(values, target: float) -> float:
+    best = min(values, key=lambda v: abs(v - target))
+    if abs(best - target) > 1e-3:
+        raise SystemExit(f"no sparsity within 0.001 of {target} in the run ({sorted(values)})")
+    return best
+
+
+def mean_se(values) -> str:
+    v = np.asarray([np.nan if x is None else x for x in values], np.float64)
+    v = v[np.isfinite(v)]
+    return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(v.size):.3f}" if v.size > 1 else "n/a"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workdir")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.956, 0.972, 0.993])
+    args = parser.parse_args(argv)
+    results = json.load(open(os.path.join(args.workdir, "results.json")))
+    metric, rows = results.get("metric", "train_accuracy"), [r for r in results["results"] if r["method"] != "dense"]
+    at = [nearest({r["sparsity"] for r in rows}, s) for s in args.sparsities]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cell = {(r["method"], r["sparsity"]): r for r in rows}
+    print(f"{metric}, mean ± standard error over {results['num_seeds']} seeds (mean epochs):\n")
+    print("| method | " + " | ".join(f"{s:.3f}" for s in at) + " |\n|---|" + "---|" * len(at))
+    for m in methods:
+        print(f"| {m} | " + " | ".join(
+            f"{mean_se(cell[m, s][metric])} ({np.mean(cell[m, s]['epochs']):.0f} ep)" for s in at) + " |")
+    print(f"\nPaired differences A − B in {metric} (95% t interval over the seeds both finished):\n")
+    print("| A − B | " + " | ".join(f"{s:.3f}" for s in at) + " |\n|---|" + "---|" * len(at))
+    comparisons = {(c["a"], c["b"], c["sparsity"]): c for c in results["comparisons"] if c["metric"] == metric}
+    for b in [m for m in methods if m != "imp"]:
+        cells = []
+        for s in at:
+            c = comparisons.get(("imp", b, s))
+            if c is None or c["mean_difference"] is None:
+                cells.append("n/a")
+            elif c["lower"] is None:
+                cells.append(f"{c['mean_difference']:+.3f} (no interval, n={c['num_pairs']}): {c['verdict']}")
+            else:
+                cells.append(f"{c['mean_difference']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}]: {c['verdict']}")
+        print(f"| imp − {b} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
