@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import sys
+import traceback
 
 import ml_collections
 from absl import app, flags, logging
@@ -42,11 +43,16 @@ def _fail(message: str, code: int = 2) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with any flag/override error turned into one line and exit code 2: an override of a key
-    the config does not have is named, with the closest keys it has."""
+    the config does not have is named, with the closest keys it has; an exception raised in the config file (a
+    scorer ``pai.register`` refuses, a NameError in ``get_config``) with its reason and the file's line."""
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, ValueError, TypeError, AttributeError, KeyError, FileNotFoundError, SyntaxError) as e:
-        _fail(unknown_override(argv) or f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    except Exception as e:  # re-raised below unless it comes from the user's input
+        message = unknown_override(argv) or config_file_error(e, _config_file(argv))
+        if message is None and not isinstance(e, (flags.Error, ValueError, TypeError, AttributeError, KeyError,
+                                                  FileNotFoundError, SyntaxError)):
+            raise
+        _fail(message or f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def _config_file(argv: list[str]) -> str | None:
@@ -56,6 +62,29 @@ def _config_file(argv: list[str]) -> str | None:
         if match:
             return match.group(1) if match.group(1) is not None else next(iter(argv[i + 1:]), None)
     return None
+
+
+def config_file_error(error: BaseException, spec: str | None) -> str | None:
+    """One line for an exception raised while the config file ``spec`` (``path[:args]``) ran, else None.
+
+    ml_collections' loader re-raises such an exception as a flag error whose message is the traceback's header
+    only; the original is on the ``__context__`` chain. The reason is the deepest exception on that chain raised
+    through the file (e.g. ``pai.register``'s ConfigError, not the TypeError it was raised from), the line its
+    innermost frame in the file: "--config=FILE line N: reason".
+    """
+    path = os.path.realpath(spec.split(":", 1)[0]) if spec else None
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == path]
+        if lines:
+            found = (error, lines[-1])
+        error = error.__cause__ or error.__context__
+    if found is None:
+        return None
+    error, line = found
+    reason = " ".join(str(error).split()) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+    return f"--config={spec} line {line}: {reason}"
 
 
 def _load_config(spec: str) -> ml_collections.ConfigDict:

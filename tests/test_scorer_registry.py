@@ -4,6 +4,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -204,3 +205,38 @@ def test_a_config_file_registering_abs_theta_runs_the_cli_and_equals_magnitude(t
         ours, theirs = rows["absolute_weights", sparsity], rows["magnitude", sparsity]
         for key in ("test_accuracy", "train_accuracy", "test_loss", "density", "layer_density"):
             assert ours[key] == theirs[key], key
+
+
+BAD_SCORER_CONFIG = """from configs import pai as pai_config
+from jaxprune import pai
+
+
+def {name}({args}):
+    return params
+
+
+pai.register("{name}", {name})
+
+
+def get_config():
+    return pai_config.get_config()
+"""
+
+
+@pytest.mark.parametrize("name, args, reason", [
+    ("one_argument", "params", r"score_fn must be callable as score_fn\(apply_fn, params, batches, key, options\) "
+                               r"\(too many positional arguments\)"),
+    ("snip", "apply_fn, params, batches, key, options", "a scorer named 'snip' is already registered"),
+])
+def test_a_refused_registration_in_a_config_file_is_one_line_with_its_reason_and_line(tmp_path, name, args, reason):
+    config_file = tmp_path / "bad_scorer.py"
+    config_file.write_text(BAD_SCORER_CONFIG.format(name=name, args=args))
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "jaxprune.main", f"--config={config_file}",
+                           f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(rf"--config={re.escape(str(config_file))} line 9: pai.register.*{reason}",
+                                         lines[0]), proc.stderr
+    assert not (tmp_path / "run").exists()
