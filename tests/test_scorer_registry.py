@@ -20,7 +20,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import REGISTRY, masking
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILT_INS = ("random", "magnitude", "snip", "grasp", "synflow")
+BUILT_INS = ("random", "magnitude", "snip", "grasp", "synflow", "iterative_snip", "force", "prospr", "npb")
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +78,8 @@ def test_a_scorer_gets_the_batches_key_and_options():
         return abs_theta(apply_fn_, params_, batches_, key, options)
 
     pai.register("spy", spy)
-    pai.score("spy", apply_fn, params, jax.tree.map(lambda a: a[0], batches), jax.random.key(7), temperature=3.0)
+    pai.score("spy", apply_fn, params, jax.tree.map(lambda a: a[0], batches), jax.random.key(7),
+              options=pai.ScoringOptions(temperature=3.0))
     jax.tree.map(np.testing.assert_array_equal, seen["batches"], batches)  # one batch: a leading axis of 1
     np.testing.assert_array_equal(seen["out"], apply_fn(params, batches[0][0]))
     assert seen["temperature"] == 3.0

@@ -44,6 +44,20 @@ def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_si
     return data.x[idx], data.y[idx]
 
 
+def method_rounds(method: str, config) -> int | None:
+    """Rounds of ``method`` from the config (``synflow_rounds``; ``iterative_rounds`` for iterative_snip and
+    force); None = the method's registered count (:class:`jaxprune.pai.Method`)."""
+    return {"synflow": config.synflow_rounds, "iterative_snip": config.iterative_rounds,
+            "force": config.iterative_rounds}.get(method)
+
+
+def scoring_options(config) -> pai.ScoringOptions:
+    """The scorers' options from the config (GraSP's temperature, ProsPr's inner loop, NPB's alpha)."""
+    return pai.ScoringOptions(temperature=config.grasp_temperature, inner_steps=config.prospr_steps,
+                              inner_lr=config.prospr_lr, inner_momentum=config.prospr_momentum,
+                              npb_alpha=config.npb_alpha)
+
+
 def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
              invert: bool = False, predictor: autosparse.Pruner | None = None):
     """ONE seed's mask of a PaI method at ``sparsity``.
@@ -62,8 +76,8 @@ def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key,
         return autosparse.prune(predictor, apply_fn, params, batches, sparsity, invert=invert,
                                 train_data=(data.x, data.y))
     return pai.prune(method, apply_fn, params, batches, score_key, sparsity, scope=config.scope,
-                     allocation=config.allocation, rounds=config.synflow_rounds if method == "synflow" else 1,
-                     temperature=config.grasp_temperature, invert=invert)
+                     allocation=config.allocation, rounds=method_rounds(method, config), schedule=config.pai_schedule,
+                     options=scoring_options(config), invert=invert)
 
 
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
