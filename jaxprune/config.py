@@ -91,6 +91,9 @@ def validate_pruning(config) -> None:
     check_positive_int(config, "prospr_steps", minimum=0)
     check_choice(config, "pai_schedule", ("exponential", "linear"))
     check_choice(config, "sparsity_target", SPARSITY_TARGETS)
+    _check(config.sparsity_target == "nominal" or "imp" not in config.get("methods", ()),
+           "config.sparsity_target='effective': not for imp (one run through its rounds, no search over its "
+           "sparsity); remove imp from config.methods or use 'nominal'")
     _check(isinstance(config.prospr_lr, (int, float)) and config.prospr_lr > 0,
            f"config.prospr_lr={config.prospr_lr!r}: must be > 0")
     _check(isinstance(config.prospr_momentum, (int, float)) and 0 <= config.prospr_momentum < 1,

@@ -1,17 +1,19 @@
 """iterative SNIP, FORCE, ProsPr and NPB against their references, written here by hand in NumPy float64: the
 reference loops of github.com/naver/force (``iterative_pruning``), ProsPr's meta-gradient by finite differences,
-NPB's layer problem by brute force over every mask."""
+NPB's layer problem by brute force over every mask. Effective-sparsity targets: reached, or refused."""
 import itertools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_close_across_programs
 
-from jaxprune import masks, npb, pai
+from jaxprune import connectivity, masks, npb, pai
 from jaxprune.errors import ConfigError
+from jaxprune.experiments import masking
 
 
 def numpy_mlp(seed=0, sizes=(4, 5, 3), examples=16):
@@ -183,3 +185,53 @@ def test_npb_refuses_a_network_that_is_not_a_dense_chain():
     params = {"Conv_0": {"kernel": jnp.ones((3, 3, 1, 2))}, "Dense_0": {"kernel": jnp.ones((8, 2))}}
     with pytest.raises(ConfigError, match="npb: implemented for a chain of Dense layers"):
         pai.score("npb", lambda p, x: x, params, (jnp.ones((2, 4, 4, 1)), jnp.zeros(2, int)), jax.random.key(0))
+
+
+class FlaxMLP(nn.Module):
+    """Dense 6 → 8 → 4 with ReLU: a Flax model, as :mod:`jaxprune.connectivity` needs."""
+
+    @nn.compact
+    def __call__(self, x):
+        hidden = nn.relu(nn.Dense(8)(x))
+        return nn.Dense(4)(hidden)
+
+
+def layer_order_scorer(apply_fn, params, batches, key, options):
+    """Every first-layer weight before any second-layer one; in the second layer, output unit 0 first, one hidden
+    unit after another: each second-layer weight kept connects a new hidden unit and its 6 inputs at once."""
+    first = params["Dense_0"]["kernel"]
+    order = 1.0 + (jnp.arange(4) == 0)[None, :] - 0.01 * jnp.arange(8)[:, None]
+    return {"Dense_0": {"kernel": jnp.full_like(first, 3.0), "bias": params["Dense_0"]["bias"]},
+            "Dense_1": {"kernel": order, "bias": params["Dense_1"]["bias"]}}
+
+
+def effective_run(method, sparsity):
+    """(mask, kept, effective) of masking.effective_search for one seed of FlaxMLP, and its reached() check."""
+    model = FlaxMLP()
+    params = model.init(jax.random.key(0), jnp.ones((1, 6)))["params"]
+    apply_fn = lambda p, x: model.apply({"params": p}, x)
+    layers, x, y = numpy_mlp(seed=0, sizes=(6, 8, 4))
+    batches = (jnp.asarray(x[None], jnp.float32), jnp.asarray(y[None]))
+    count = lambda m: masks.count(connectivity.effective_mask(apply_fn, params, m, (6,)), params)[0]
+    mask_at = lambda s: pai.prune(method, apply_fn, params, batches, jax.random.key(0), s)
+    found = jax.jit(lambda s: masking.effective_search(mask_at, count, 80, s))(jnp.float32(sparsity))
+    return found, masking.reached(method, sparsity, jax.tree.map(lambda a: a[None], found))
+
+
+@pytest.mark.parametrize("method, sparsity", [("snip", 0.7), ("prospr", 0.8)])
+def test_effective_target_is_reached_within_one_weight_per_layer(method, sparsity):
+    """Settings where the mask at the nominal target leaves weights off every path: the search keeps more."""
+    (mask, kept, effective), _ = effective_run(method, sparsity)
+    target = round((1 - sparsity) * 80)
+    assert 0 <= int(effective) - target <= 2 and int(kept) > target
+    assert int(masks.count(mask, mask)[0]) == int(kept)
+
+
+def test_an_effective_target_a_method_jumps_over_is_a_config_error(monkeypatch):
+    """Kept counts 48 + j (j ≤ 8) leave 7j weights on a path (the j hidden units and their 6 inputs): 16 effective
+    weights are asked, 14 and 21 are reachable, and 21 − 16 is more than one per layer."""
+    monkeypatch.setattr(pai, "_SCORERS", dict(pai._SCORERS))
+    pai.register("layer_order", layer_order_scorer)
+    with pytest.raises(ConfigError, match=r"layer_order cannot reach effective sparsity 0.8 for seed 0: 16 "
+                                          r"effective weights asked, but its masks jump from fewer to 21"):
+        effective_run("layer_order", 0.8)

@@ -85,8 +85,71 @@ def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, key
     """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
     ``keys`` [num_seeds]."""
     one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
-    prune_all = parallel.seed_map(one_seed, setup.mesh, in_axes=(0, 0, 0, None))
-    return {s: prune_all(params, batch_stats, keys, jnp.float32(s)) for s in sparsities}
+    return at_sparsities(method, config, setup, one_seed, (params, batch_stats, keys), params, batch_stats,
+                         sparsities)
+
+
+def at_sparsities(method: str, config, setup: common.Setup, mask_at, per_seed: tuple, params, batch_stats,
+                  sparsities, one_device: bool = False) -> dict:
+    """{sparsity: stacked masks} of the ONE-seed ``mask_at(*args, sparsity)``, ``args`` a seed's slice of the
+    stacked ``per_seed``, lifted over the seeds (:func:`jaxprune.parallel.seed_map`). ``config.sparsity_target``
+    'nominal': at each sparsity; 'effective': the :func:`effective_search` mask of each seed (``params`` and
+    ``batch_stats``, the seeds' initial ones, give the connectivity), checked by :func:`reached`."""
+    axes = (0,) * len(per_seed) + (None,)
+    if config.sparsity_target == "nominal":
+        lifted = parallel.seed_map(mask_at, setup.mesh, in_axes=axes, one_device=one_device)
+        return {s: lifted(*per_seed, jnp.float32(s)) for s in sparsities}
+
+    def search(p, bs, *args):
+        *args, sparsity = args
+        return effective_search(lambda s: mask_at(*args, s), effective_counter(setup, p, bs),
+                                masks.count(masks.ones(p), p)[1], sparsity)
+
+    lifted = parallel.seed_map(search, setup.mesh, in_axes=(0, 0, *axes), one_device=one_device)
+    return {s: reached(method, s, lifted(params, batch_stats, *per_seed, jnp.float32(s))) for s in sparsities}
+
+
+def effective_counter(setup: common.Setup, params, batch_stats):
+    """mask ↦ its number of kept prunable weights on an input→output path (:mod:`jaxprune.connectivity`)."""
+    apply_fn = train.apply_fn_for(setup.model, batch_stats)
+    feature_shape = tuple(setup.train_data.x.shape[1:])
+    return lambda m: masks.count(connectivity.effective_mask(apply_fn, params, m, feature_shape), params)[0]
+
+
+def effective_search(mask_at, effective_count, total: int, sparsity) -> tuple:
+    """ONE seed's mask at effective sparsity ``sparsity``, searched over the nominal sparsity (Vysogorets & Kempe
+    2023): (mask_at(1 − k/n), k, its effective count e(k)) for the least nominal kept count k whose e(k) reaches
+    t = round((1 − sparsity) · n), n = ``total`` the prunable weights; by bisection over k ∈ (t − 1, n] (e(k) ≤ k,
+    and the dense mask is all effective), assuming e grows with k. :func:`reached` checks e(k) − t on the host."""
+    target = jnp.round((1.0 - sparsity) * total).astype(jnp.int32)
+    count = lambda k: effective_count(mask_at(1.0 - k / total))
+
+    def halve(bounds):
+        low, high = bounds
+        mid = (low + high) // 2
+        up = count(mid) >= target
+        return jnp.where(up, low, mid), jnp.where(up, mid, high)
+
+    kept = jax.lax.while_loop(lambda b: b[1] - b[0] > 1, halve, (target - 1, jnp.int32(total)))[1]
+    mask = mask_at(1.0 - kept / total)
+    return mask, kept, effective_count(mask)
+
+
+def reached(method: str, sparsity: float, found: tuple):
+    """The stacked masks of :func:`effective_search` 's output ``found`` (seeds stacked); ConfigError, naming
+    the first seed, unless every seed's effective count is within one weight per prunable layer of the target."""
+    stacked, kept, effective = parallel.to_host(found)
+    layers = len(masks.prunable_leaves(stacked, stacked))
+    total = sum(int(np.prod(np.shape(m)[1:])) for m in masks.prunable_leaves(stacked, stacked))
+    target = round((1.0 - sparsity) * total)
+    for seed, (k, e) in enumerate(zip(np.asarray(kept), np.asarray(effective))):
+        if e - target > layers:
+            raise ConfigError(
+                f"config.sparsity_target='effective': {method} cannot reach effective sparsity {sparsity} for seed "
+                f"{seed}: {target} effective weights asked, but its masks jump from fewer to {e} (with {k} kept) "
+                f"as one more weight is kept, more than one per layer ({layers}): the weights it adds reconnect "
+                f"a disconnected part of the network")
+    return found[0]
 
 
 def shuffled(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> dict:
@@ -114,9 +177,8 @@ def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
 def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, order_keys, sparsities) -> dict:
     """{sparsity: stacked masks} keeping the largest |θ_T| of the trained dense nets (one-shot, ``config.scope``)."""
     trained = train_dense(config, setup, params, batch_stats, order_keys).params
-    prune_all = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
-                                  in_axes=(0, None), one_device=True)
-    return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
+    return at_sparsities("magnitude_after", config, setup, lambda p, s: masks.largest_magnitude(p, s, config.scope),
+                         (trained,), params, batch_stats, sparsities, one_device=True)
 
 
 def imp_masks(config, setup: common.Setup, sparsities, log=None, checkpoint_dir: str | None = None) -> dict:

@@ -64,6 +64,8 @@ def validate(config) -> None:
     check_methods(config, masking.methods())
     check_methods(config, masking.methods(), key="noise_methods")
     check_fraction(config, "sparsity")
+    if config.sparsity_target != "nominal":
+        raise ConfigError("config.sparsity_target: the MI experiment's masks are at nominal sparsity; use 'nominal'")
     if config.sparsity == 0:
         raise ConfigError("config.sparsity=0: must be in (0, 1), the fraction of prunable weights removed")
     check_positive_int(config, "num_draws", minimum=2)
