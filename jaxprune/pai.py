@@ -64,6 +64,8 @@ SCHEDULES = ("exponential", "linear")
 # Names the experiments give methods that are not PaI scorers (jaxprune.experiments.masking's after-training and
 # learned methods, the pai experiment's dense reference): a scorer registered under one would be shadowed.
 RESERVED = ("imp", "magnitude_after", "autosparse", "dense")
+# Built-in scorers that use no data (a user's scorer is assumed to use its batches).
+DATA_FREE = ("random", "magnitude", "synflow", "npb")
 
 
 class ScoringOptions(NamedTuple):

@@ -27,6 +27,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
 
+METHOD_STREAM = 1  # PaI method key of seed i: fold_in(init_key_i, METHOD_STREAM) (scoring batches, scorer key)
 SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
 AFTER_TRAINING = ("imp", "magnitude_after")
 LEARNED = ("autosparse",)
@@ -211,8 +212,14 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
         return imp_masks(config, setup, sparsities, log, checkpoint_dir)
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
-    method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
-    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities, invert, predictor)
+    return pai_masks(method, config, setup, params, batch_stats, jax.vmap(method_key)(init_keys), sparsities,
+                     invert, predictor)
+
+
+def method_key(init_key: jax.Array) -> jax.Array:
+    """A PaI method's key for the seed of initialization key ``init_key``: fold_in(init_key, METHOD_STREAM);
+    :func:`pai_mask` splits it into (scoring-batch key, scorer key)."""
+    return jax.random.fold_in(init_key, METHOD_STREAM)
 
 
 def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask) -> dict:

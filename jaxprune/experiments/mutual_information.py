@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import irp, masks, mi, parallel, plotting, train
+from jaxprune import irp, masks, mi, pai, parallel, plotting, train
 from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_methods, check_positive_int, validate_pruning
 from jaxprune.data import corrupt_labels
@@ -106,7 +106,8 @@ def check_data(config, dataset) -> None:
         raise ConfigError(f"config.task={config.task!r}: mask ensembles redraw class labels; use classification")
     if "imp" in config.methods:
         check_rewind_step(config, train.steps_per_epoch(n, config.batch_size))
-    if {"snip", "grasp"} & set(config.methods) and config.pai_batches * config.batch_size > n:
+    scoring = set(config.methods) - set(pai.DATA_FREE) - set(masking.AFTER_TRAINING)  # PaI methods that use data
+    if scoring and config.pai_batches * config.batch_size > n:
         raise ConfigError(f"config.pai_batches={config.pai_batches}: pai_batches * batch_size must be <= {n}")
     if config.noise_bits > n:
         raise ConfigError(f"config.noise_bits={config.noise_bits}: at most the {n} training examples; use 0 to "
@@ -193,7 +194,7 @@ def stages(method: str, config) -> list[float]:
 def method_ensemble(method: str, config, setup: common.Setup, seeds: common.Seeds, labels, keys):
     """Masks M[k, r, s, stage, ...] of ``method`` for labels [K, n] and keys [K, R, S] (module docstring)."""
     tx = train.optimizer_from_config(config, train.steps_per_epoch(len(setup.dataset.y_train), config.batch_size))
-    if method in masking.pai.methods():
+    if method in pai.methods():
         track = functools.partial(pai_track, method, config, setup)
     elif method == "imp":
         track = functools.partial(imp_track, config, setup, tx, stages(method, config))
