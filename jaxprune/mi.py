@@ -106,6 +106,20 @@ def _plugin_with_null(
     return bits, se, null
 
 
+def entropy_bits(samples) -> tuple[float, float]:
+    """(plug-in, Miller–Madow) entropy in bits of the discrete ``samples`` [N] (any hashable values).
+
+    Plug-in: Ĥ = −Σ_x (c_x / N) log2(c_x / N) over the K observed values x with counts c_x; it is biased low,
+    E Ĥ = H − (K − 1) / (2 N ln 2) + O(1/N²). Miller–Madow adds that first-order term back:
+    Ĥ_MM = Ĥ + (K − 1) / (2 N ln 2). For a deterministic mask m(D), H(m) = I(m; D) (the toy MI experiment).
+    """
+    _, counts = np.unique(np.asarray(samples), return_counts=True)
+    n = counts.sum()
+    p = counts / n
+    plugin = max(float(-np.sum(p * np.log2(p))), 0.0) + 0.0  # + 0.0: no -0.0
+    return plugin, plugin + (len(counts) - 1) / (2 * n * np.log(2.0))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Cross-fitted logistic-regression bound.
 
