@@ -1,6 +1,14 @@
 """Experiments by name: each module has ``validate(config)`` (raises ConfigError, writes nothing) and
 ``run(config, workdir) -> results`` (the dict ``jaxprune.main`` writes to results.json)."""
-from jaxprune.experiments import autosparse, irp, memorization, mutual_information, noise_correlation, pai
+from jaxprune.experiments import (
+                                  autosparse,
+                                  irp,
+                                  memorization,
+                                  mutual_information,
+                                  noise_correlation,
+                                  pai,
+                                  toy_mutual_information,
+)
 
 REGISTRY = {
     "irp": irp,
@@ -9,4 +17,5 @@ REGISTRY = {
     "noise_correlation": noise_correlation,
     "mutual_information": mutual_information,
     "autosparse": autosparse,
+    "toy_mutual_information": toy_mutual_information,
 }
