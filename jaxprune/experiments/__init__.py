@@ -6,6 +6,7 @@ from jaxprune.experiments import (
                                   memorization,
                                   mutual_information,
                                   noise_correlation,
+    noise_correlation_curve,
                                   pai,
                                   toy_mutual_information,
 )
@@ -15,6 +16,7 @@ REGISTRY = {
     "pai": pai,
     "memorization": memorization,
     "noise_correlation": noise_correlation,
+    "noise_correlation_curve": noise_correlation_curve,
     "mutual_information": mutual_information,
     "autosparse": autosparse,
     "toy_mutual_information": toy_mutual_information,
