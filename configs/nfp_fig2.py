@@ -6,10 +6,13 @@
     python -m jaxprune.main --config=configs/nfp_fig2.py:gradient_noise --workdir=runs/nfp_fig2c  # Fig 2c
 
 Student–teacher regression (the paper's Appendix C.1): x ∈ R^50 Gaussian, n = 1000, y = f*(x) + z with σ² = 1,
-f* a random ReLU teacher; student a 5-layer ReLU MLP of width 100 (4 hidden layers), Adam at 1e-3, squared error;
-IMP prunes the lowest-magnitude 20% of the surviving weights every 100 epochs and rewinds to θ₀; k = 25 seeds.
+f* a random 3-layer ReLU teacher of width 50 (jaxprune.data.gaussian); every seed draws its own teacher, inputs
+and noise on device (``data_per_seed``); student a 5-layer ReLU MLP of width 100 (4 hidden layers), Adam at 1e-3,
+squared error; IMP prunes the lowest-magnitude 20% of the surviving weights every 100 epochs and rewinds to θ₀;
+k = 25 seeds.
 Settings the paper leaves unstated, chosen here: batch size 100 (every example every epoch, 10 steps); global
-magnitude scope over the kernels (biases unpruned); the teacher as in jaxprune.data.gaussian. Figures 2b/2c: no
+magnitude scope over the kernels (biases unpruned); the teacher's init and centred ReLU as in
+jaxprune.data.gaussian. Figures 2b/2c: no
 pruning (1 round of 100 epochs), sweeping the learning rate or the std of i.i.d. Gaussian gradient noise, the sweep
 vmapped as one more axis of networks.
 """
@@ -27,7 +30,8 @@ def get_config(preset: str = ""):
     c.input_dim = 50
     c.num_examples = 1000
     c.num_test = 100
-    c.teacher_width = 50
+    c.teacher_widths = (50, 50)  # a 3-layer teacher: two hidden ReLU layers of width 50, one output
+    c.data_per_seed = True  # each seed draws its own teacher, inputs and noise (the paper's k = 25 repetitions)
     c.noise_std = 1.0  # σ² = 1
     c.model = "mlp"
     c.widths = (100, 100, 100, 100)  # 5 layers

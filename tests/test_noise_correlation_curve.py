@@ -12,7 +12,7 @@ from jaxprune.experiments import noise_correlation_curve as ncc
 
 def tiny_config(preset="", **overrides):
     c = nfp_fig2.get_config(preset)
-    c.update(dict(num_seeds=2, num_examples=64, num_test=8, input_dim=8, teacher_width=8, widths=(16, 16),
+    c.update(dict(num_seeds=2, num_examples=64, num_test=8, input_dim=8, teacher_widths=(8,), widths=(16, 16),
                   batch_size=32, epochs=3, learning_rate=1e-2) | overrides)
     return c
 

@@ -45,17 +45,19 @@ def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_si
 
 
 def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
-             invert: bool = False, predictor: autosparse.Pruner | None = None):
+             invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None):
     """ONE seed's mask of a PaI method at ``sparsity``.
 
-    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
-    place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
+    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set — the seed's own
+    ``seed_data`` if given, else the shared one — with ``labels`` in place of its labels if given) and the method's
+    own randomness (random scores). ``invert=True`` keeps the lowest
     scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes with ``predictor``'s
     scores (:func:`jaxprune.autosparse.prune`, which the :class:`~jaxprune.autosparse.Pruner` configures: its
     allocation replaces ``config.scope``/``config.allocation``).
     """
     batch_key, score_key = jax.random.split(key)
-    data = setup.train_data if labels is None else train.Data(setup.train_data.x, labels)
+    data = common.train_data_of(setup, seed_data)
+    data = data if labels is None else train.Data(data.x, labels)
     batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
     apply_fn = train.apply_fn_for(setup.model, batch_stats)
     if method == "autosparse":
@@ -67,12 +69,15 @@ def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key,
 
 
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
-              invert: bool = False, predictor: autosparse.Pruner | None = None) -> dict:
+              invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None) -> dict:
     """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
-    ``keys`` [num_seeds]."""
-    one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
-    prune_all = parallel.seed_map(one_seed, setup.mesh, in_axes=(0, 0, 0, None))
-    return {s: prune_all(params, batch_stats, keys, jnp.float32(s)) for s in sparsities}
+    ``keys`` [num_seeds]; ``seed_data`` every seed's own dataset (``Seeds.data``) or None (shared)."""
+    def one_seed(p, bs, key, sparsity, own_data):
+        return pai_mask(method, config, setup, p, bs, key, sparsity, invert=invert, predictor=predictor,
+                        seed_data=own_data)
+
+    prune_all = parallel.seed_map(one_seed, setup.mesh, in_axes=(0, 0, 0, None, 0))
+    return {s: prune_all(params, batch_stats, keys, jnp.float32(s), seed_data) for s in sparsities}
 
 
 def shuffled(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> dict:
@@ -126,7 +131,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
 
     ``invert=True`` (PaI methods only) keeps the lowest scores, with the same scoring batches and keys.
     """
-    params, batch_stats, init_keys, order_keys = seeds
+    params, batch_stats, init_keys, order_keys = seeds.params, seeds.batch_stats, seeds.init_keys, seeds.order_keys
     if invert and method in AFTER_TRAINING:
         raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.methods())}, not {method!r}")
     if method in LEARNED and predictor is None:
@@ -136,7 +141,8 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
     method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
-    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities, invert, predictor)
+    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities, invert, predictor,
+                     seeds.data)
 
 
 def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask) -> dict:

@@ -32,6 +32,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, noise_correlation
 
 SWEEPS = ("", "learning_rate", "gradient_noise_std")
+DATA_PER_SEED = True  # config.data_per_seed: every seed draws its own teacher, inputs and noise (the paper's k seeds)
 RECORDED = ("paper_correlation", "noise_only_correlation", "noise_only_bubeck_sellke")
 
 
@@ -66,9 +67,11 @@ def sweep_points(config) -> list[tuple[float, float]]:
     return [(float(config.learning_rate), float(config.gradient_noise_std))]
 
 
-def network_curve(params0, order_key, learning_rate, noise_std, data, clean, noise, *, model, config) -> dict:
-    """ONE network's IMP run: per round and epoch the :data:`RECORDED` quantities and the training loss
-    [rounds, epochs], and each round's density [rounds]. ``learning_rate`` and ``noise_std`` may be traced."""
+def network_curve(params0, order_key, learning_rate, noise_std, x, y, noise, *, model, config) -> dict:
+    """ONE network's IMP run on training data (x, y = f*(x) + noise): per round and epoch the :data:`RECORDED`
+    quantities and the training loss [rounds, epochs], and each round's density [rounds]. ``learning_rate`` and
+    ``noise_std`` may be traced."""
+    data, clean = train.Data(x, y), y - noise
     per_epoch = train.steps_per_epoch(data.x.shape[0], config.batch_size)
     tx = train.make_optimizer(config.optimizer, learning_rate, total_steps=config.epochs * per_epoch,
                               momentum=config.momentum, weight_decay=config.weight_decay)
@@ -98,12 +101,16 @@ def train_networks(config, setup: common.Setup, seeds: common.Seeds, points) -> 
     tile = lambda a: jnp.concatenate([a] * len(points))  # noqa: E731  network v · S + s: seed s at value v
     per_value = lambda column: jnp.repeat(jnp.asarray([p[column] for p in points], jnp.float32),  # noqa: E731
                                           config.num_seeds)
-    ds = setup.dataset
-    fn = parallel.seed_map(lambda p, k, lr, std, d, c, z: network_curve(p, k, lr, std, d, c, z, model=setup.model,
-                                                                        config=config),
-                           setup.mesh, in_axes=(0, 0, 0, 0, None, None, None))
+    if seeds.data is None:  # one dataset shared by every network
+        arrays = parallel.replicate((setup.train_data.x, setup.train_data.y, jnp.asarray(setup.dataset.noise)),
+                                    setup.mesh)
+    else:  # network v · S + s trains on seed s's own dataset
+        arrays = setup.shard(jax.tree.map(tile, (seeds.data.x_train, seeds.data.y_train, seeds.data.noise)))
+    data_axis = None if seeds.data is None else 0
+    fn = parallel.seed_map(lambda *args: network_curve(*args, model=setup.model, config=config), setup.mesh,
+                           in_axes=(0, 0, 0, 0, data_axis, data_axis, data_axis))
     out = fn(*setup.shard((jax.tree.map(tile, seeds.params), tile(seeds.order_keys), per_value(0), per_value(1))),
-             setup.train_data, *parallel.replicate((jnp.asarray(ds.clean_y_train), jnp.asarray(ds.noise)), setup.mesh))
+             *arrays)
     return jax.tree.map(lambda a: a.reshape(len(points), config.num_seeds, *a.shape[1:]), parallel.to_host(out))
 
 
@@ -129,7 +136,8 @@ def run(config, workdir: str) -> dict:
     seeds = common.init_seeds(setup)
     points = sweep_points(config)
     log(f"{config.num_seeds} seeds x {len(points)} sweep point(s) ({config.sweep or 'no sweep'}), {config.rounds} "
-        f"round(s) x {config.epochs} epochs, {config.model} {tuple(config.widths)}, {len(setup.dataset.noise)} points")
+        f"round(s) x {config.epochs} epochs, {config.model} {tuple(config.widths)}, {common.data_size(setup)[0]} "
+        f"points, {'own dataset per seed' if config.data_per_seed else 'one dataset'}")
     results = summarize(config, points, train_networks(config, setup, seeds, points))
     for p in results["peaks"]:
         log(f"round {p['round']} (density {p['density']:.3f}): round-end (1/n) Σ (f − f̄) z "
