@@ -24,6 +24,11 @@ def test_the_curve_through_imp_and_a_gradient_noise_sweep_whose_zero_is_the_plai
     assert [p["paper_correlation"]["mean"] for p in plain["peaks"]] == [plain["curve"][2]["mean"],
                                                                        plain["curve"][5]["mean"]]
     assert all(r["se"] > 0 for r in plain["curve"])  # two seeds, two datasets of noise fitted differently
+    climb = plain["climb"][1]
+    assert climb["mean_difference"] == pytest.approx(plain["curve"][5]["mean"] - plain["curve"][3]["mean"], abs=1e-6)
+    assert plain["drop"][0]["mean_difference"] == pytest.approx(
+        plain["curve"][3]["mean"] - plain["curve"][2]["mean"], abs=1e-6) and len(plain["drop"]) == 1
+    assert os.path.getsize(os.path.join(workdir, "curves.npz")) > 0
     assert os.path.getsize(os.path.join(workdir, "correlation_vs_epoch.png")) > 0
     _, workdir, swept = run_experiment(ncc, tiny_config(rounds=2, sweep="gradient_noise_std", sweep_values=(0.0, 3.0)))
     # The sweep is one vmapped axis: its σ = 0 networks are the plain run (another compiled program: up to rounding).

@@ -16,7 +16,10 @@ gradient entry before the optimizer, its own key stream (:mod:`jaxprune.train`).
 Outputs (results.json): ``curve`` (the paper's quantity: one ``{epoch, round, density, mean, se}`` per epoch, mean
 and standard error over seeds, of the first sweep value), ``noise_only_correlation`` and
 ``noise_only_bubeck_sellke`` in the same form, ``peaks`` (each round's last-epoch value: round-end peaks against
-density), and with a sweep ``curves`` = {value: [mean per epoch]} (and ``curves_se``).
+density), ``climb`` (per round: last epoch − first epoch, paired over seeds, mean with a 95% t interval) and
+``drop`` (per prune: the next round's first epoch − this round's last), both for the paper's quantity of the
+first sweep value, and with a sweep ``curves`` = {value: [mean per epoch]} (and ``curves_se``).
+``curves.npz``: every network's values, [sweep values, seeds, rounds, epochs] per quantity.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import irp, masks, parallel, plotting, train
+from jaxprune import irp, masks, parallel, plotting, stats, train
+from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_fraction, check_positive_int
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, noise_correlation
@@ -138,12 +142,14 @@ def run(config, workdir: str) -> dict:
     log(f"{config.num_seeds} seeds x {len(points)} sweep point(s) ({config.sweep or 'no sweep'}), {config.rounds} "
         f"round(s) x {config.epochs} epochs, {config.model} {tuple(config.widths)}, {common.data_size(setup)[0]} "
         f"points, {'own dataset per seed' if config.data_per_seed else 'one dataset'}")
-    results = summarize(config, points, train_networks(config, setup, seeds, points))
+    out = train_networks(config, setup, seeds, points)
+    results = summarize(config, points, out)
     for p in results["peaks"]:
         log(f"round {p['round']} (density {p['density']:.3f}): round-end (1/n) Σ (f − f̄) z "
             f"{p['paper_correlation']['mean']:.4f} ± {p['paper_correlation']['se']:.4f}, corr(f − f*, z) "
             f"{p['noise_only_correlation']['mean']:.4f}")
     if parallel.is_primary():
+        wd.save_npz(os.path.join(workdir, "curves.npz"), {k: np.asarray(v) for k, v in out.items()})
         write_figures(workdir, config, results)
     return results
 
@@ -160,12 +166,22 @@ def summarize(config, points, out: dict) -> dict:
                "peaks": [{"round": r, "density": float(densities[r]),
                           **{k: dict(zip(("mean", "se"), map(float, mean_se(out[k][0, :, r, -1])))) for k in RECORDED}}
                          for r in range(config.rounds)],
-               "final_train_loss": dict(zip(("mean", "se"), map(float, mean_se(out["train_loss"][0, :, -1, -1]))))}
+               "final_train_loss": dict(zip(("mean", "se"), map(float, mean_se(out["train_loss"][0, :, -1, -1])))),
+               **climbs_and_drops(out["paper_correlation"][0])}
     if config.sweep:
         per_epoch = [mean_se(out["paper_correlation"][i].reshape(config.num_seeds, -1)) for i in range(len(points))]
         results["curves"] = {str(v): m.tolist() for v, (m, _) in zip(config.sweep_values, per_epoch)}
         results["curves_se"] = {str(v): se.tolist() for v, (_, se) in zip(config.sweep_values, per_epoch)}
     return results
+
+
+def climbs_and_drops(values: np.ndarray) -> dict:
+    """Paired over seeds (values [seeds, rounds, epochs]): each round's climb (last − first epoch) and each
+    prune's drop (next round's first epoch − this round's last), :func:`jaxprune.stats.paired_difference`."""
+    rounds = values.shape[1]
+    return {"climb": [{"round": r} | stats.paired_difference(values[:, r, -1], values[:, r, 0]) for r in range(rounds)],
+            "drop": [{"after_round": r} | stats.paired_difference(values[:, r + 1, 0], values[:, r, -1])
+                     for r in range(rounds - 1)]}
 
 
 def write_figures(workdir: str, config, results: dict) -> None:
