@@ -14,8 +14,9 @@ bit-exactly (``where`` is used, so even a non-finite update cannot leak through 
 Gradient noise (``gradient_noise_std`` σ > 0): every gradient entry gets i.i.d. Gaussian noise before the mask and
 the optimizer, g ← g + σ ξ with ξ ~ N(0, I), drawn at step t from ``fold_in(fold_in(key, NOISE_STREAM), t)`` with
 ``key`` the run's data-order key (the epoch orders use ``fold_in(key, e)``, e < NOISE_STREAM): its own stream, so
-noise changes neither the data order nor any other draw. σ may be traced (vmapped over a sweep); a Python 0 skips
-the draw, and a traced 0 adds exact zeros, so both equal plain training bit for bit.
+noise changes neither the data order nor any other draw. σ may be traced (vmapped over a sweep). A Python 0 skips
+the draw: plain training, bit for bit. A traced 0 adds exact zeros, but in another compiled program, which XLA may
+fuse differently: equal to plain training up to float rounding (1-ulp differences measured).
 
 Non-finite losses are detected inside the compiled loop without a host sync: ``failed_step`` records the
 first step at which a seed's loss was NaN/inf (-1 while healthy) and that seed's parameters are frozen from

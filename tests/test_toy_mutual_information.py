@@ -172,7 +172,7 @@ def test_a_tiny_run_reports_exact_and_sampled_bits(run_experiment):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(num_examples=12), "max_exact_datasets"),
+    (dict(num_examples=30), "max_exact_datasets"),  # C(8 + 30 − 1, 30) ≈ 1.0e7 datasets up to order
     (dict(sample_sizes=()), "sample_sizes"),
     (dict(sample_sizes=(5000,)), "sample_sizes"),
     (dict(widths=(4, 4)), "one hidden layer"),

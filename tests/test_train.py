@@ -150,7 +150,7 @@ def test_training_cut_into_segments_anywhere_equals_one_run_bit_for_bit():
 def test_gradient_noise_zero_equals_plain_training():
     """σ = 0 given as a number is plain training bit for bit (no draw is made); σ = 0 traced (a vmapped sweep over σ)
     adds exact zeros but is another compiled program, so it equals plain training up to float rounding (XLA may fuse
-    the optimizer's arithmetic differently: measured 1-ulp differences); σ > 0 changes the weights."""
+    the optimizer's arithmetic differently: measured 1-ulp differences). σ > 0: the next test."""
     from conftest import assert_close_across_programs
 
     model, data, params, batch_stats, tx, mask = setup("adam")
@@ -161,11 +161,9 @@ def test_gradient_noise_zero_equals_plain_training():
                                           batch_size=16))(state)[0]
     zero = jax.jit(lambda s: run(s, 0.0))(state)[0]
     traced = jax.jit(run)(state, jnp.zeros(()))[0]
-    noisy = jax.jit(run)(state, jnp.full((), 0.1))[0]
-    for a, b, c, d in zip(*(jax.tree.leaves(s.params) for s in (plain, zero, traced, noisy))):
+    for a, b, c in zip(*(jax.tree.leaves(s.params) for s in (plain, zero, traced))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert_close_across_programs(np.asarray(c), np.asarray(a), rtol=1e-5)
-        assert not np.array_equal(np.asarray(a), np.asarray(d)) or not np.asarray(a).any()  # noise changes them
 
 
 def test_gradient_noise_is_iid_gaussian_on_every_entry_from_its_own_stream():

@@ -60,17 +60,19 @@ def scoring_options(config) -> pai.ScoringOptions:
 
 
 def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
-             invert: bool = False, predictor: autosparse.Pruner | None = None):
+             invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None):
     """ONE seed's mask of a PaI method at ``sparsity``.
 
-    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
-    place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
+    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set — the seed's own
+    ``seed_data`` if given, else the shared one — with ``labels`` in place of its labels if given) and the method's
+    own randomness (random scores). ``invert=True`` keeps the lowest
     scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes with ``predictor``'s
     scores (:func:`jaxprune.autosparse.prune`, which the :class:`~jaxprune.autosparse.Pruner` configures: its
     allocation replaces ``config.scope``/``config.allocation``).
     """
     batch_key, score_key = jax.random.split(key)
-    data = setup.train_data if labels is None else train.Data(setup.train_data.x, labels)
+    data = common.train_data_of(setup, seed_data)
+    data = data if labels is None else train.Data(data.x, labels)
     batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
     apply_fn = train.apply_fn_for(setup.model, batch_stats)
     if method == "autosparse":
@@ -82,12 +84,15 @@ def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key,
 
 
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
-              invert: bool = False, predictor: autosparse.Pruner | None = None) -> dict:
+              invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None) -> dict:
     """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
-    ``keys`` [num_seeds]."""
-    one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
-    return at_sparsities(method, config, setup, one_seed, (params, batch_stats, keys), params, batch_stats,
-                         sparsities)
+    ``keys`` [num_seeds]; ``seed_data`` every seed's own dataset (``Seeds.data``) or None (shared)."""
+    def one_seed(p, bs, key, own_data, sparsity):
+        return pai_mask(method, config, setup, p, bs, key, sparsity, invert=invert, predictor=predictor,
+                        seed_data=own_data)
+
+    return at_sparsities(method, config, setup, one_seed, (params, batch_stats, keys, seed_data), params,
+                         batch_stats, sparsities)
 
 
 def at_sparsities(method: str, config, setup: common.Setup, mask_at, per_seed: tuple, params, batch_stats,
@@ -203,7 +208,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
 
     ``invert=True`` (PaI methods only) keeps the lowest scores, with the same scoring batches and keys.
     """
-    params, batch_stats, init_keys, order_keys = seeds
+    params, batch_stats, init_keys, order_keys = seeds.params, seeds.batch_stats, seeds.init_keys, seeds.order_keys
     if invert and method in AFTER_TRAINING:
         raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.methods())}, not {method!r}")
     if method in LEARNED and predictor is None:
@@ -213,7 +218,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
     return pai_masks(method, config, setup, params, batch_stats, jax.vmap(method_key)(init_keys), sparsities,
-                     invert, predictor)
+                     invert, predictor, seeds.data)
 
 
 def method_key(init_key: jax.Array) -> jax.Array:

@@ -43,6 +43,7 @@ from jaxprune.experiments import common, masking, memorization
 
 METRICS = ("correlation", "bubeck_sellke", "paper_correlation", "noise_only_correlation", "noise_only_bubeck_sellke")
 COMPARED = ("correlation", "bubeck_sellke", "noise_only_correlation")  # the paired differences over seeds
+DATA_PER_SEED = True  # config.data_per_seed: every seed draws its own teacher, inputs and noise
 
 
 def noise_correlation(outputs: jax.Array, noise: jax.Array) -> jax.Array:
@@ -87,20 +88,19 @@ def run(config, workdir: str) -> dict:
     log = common.Progress("noise_correlation")
     setup = common.setup(config)
     seeds = common.init_seeds(setup)
-    z, sigma = jnp.asarray(setup.dataset.noise), float(config.noise_std)
-    x = setup.train_data.x
-    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    sigma, (n, d) = float(config.noise_std), common.data_size(setup)
     rule = memorization.StopRule.from_config(config)
     log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)} at sparsities {tuple(config.sparsities)}, "
-        f"ablations {tuple(config.ablations)}, {config.model} on {n} gaussian regression points, noise_std {sigma}")
+        f"ablations {tuple(config.ablations)}, {config.model} on {n} gaussian regression points, noise_std {sigma}, "
+        f"{'own dataset per seed' if config.data_per_seed else 'one dataset'}")
 
-    clean = jnp.asarray(setup.dataset.clean_y_train)
-    baseline = {k: float(v) for k, v in correlations(clean, clean, z, sigma).items()}
+    baseline = teacher_baseline(setup, seeds, sigma)
     log(f"a net that outputs the teacher f* (fits no noise): corr(f, z) {baseline['correlation']:.4f}, "
         f"(1/n) Σ f z / σ² {baseline['bubeck_sellke']:+.4f}; the noise-only columns are 0 for it")
 
-    def probe(apply_fn, params):
-        return correlations(apply_fn(params, x)[:, 0], clean, z, sigma)
+    def probe(apply_fn, params, seed_data):
+        x, y, z = training_arrays(setup, seed_data)
+        return correlations(apply_fn(params, x)[:, 0], y - z, z, sigma)
 
     cells, rounds, _ = memorization.train_cells(config, setup, seeds, rule, log, probe)
     results = []
@@ -124,6 +124,24 @@ def run(config, workdir: str) -> dict:
         write_outputs(workdir, config, cells, results, imp_rounds, comparisons)
     log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs; outputs in {workdir}")
     return summary
+
+
+def training_arrays(setup: common.Setup, seed_data) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(x, y, z) of the training set: the seed's own (``seed_data``) or the shared one; f* = y − z."""
+    if seed_data is None:
+        return setup.train_data.x, setup.train_data.y, jnp.asarray(setup.dataset.noise)
+    return seed_data.x_train, seed_data.y_train, seed_data.noise
+
+
+def teacher_baseline(setup: common.Setup, seeds: common.Seeds, sigma: float) -> dict:
+    """What a net that outputs the teacher f* = y − z exactly scores on each quantity (mean over the seeds' own
+    datasets with ``data_per_seed``): not 0 for corr(f, z) and BS, since f* correlates with z by chance on n points."""
+    if seeds.data is None:
+        _, y, z = training_arrays(setup, None)
+        return {k: float(v) for k, v in correlations(y - z, y - z, z, sigma).items()}
+    y, z = parallel.to_host((seeds.data.y_train, seeds.data.noise))
+    values = jax.vmap(lambda a, b: correlations(a - b, a - b, b, sigma))(jnp.asarray(y), jnp.asarray(z))
+    return {k: float(np.mean(v)) for k, v in values.items()}
 
 
 def final(fit: dict, metric: str) -> np.ndarray:
