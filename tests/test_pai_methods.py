@@ -235,3 +235,18 @@ def test_an_effective_target_a_method_jumps_over_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"layer_order cannot reach effective sparsity 0.8 for seed 0: 16 "
                                           r"effective weights asked, but its masks jump from fewer to 21"):
         effective_run("layer_order", 0.8)
+
+
+def test_a_config_error_inside_a_host_callback_reaches_the_cli_as_its_own_line():
+    """NPB's solver runs in a pure_callback; a ConfigError it raises arrives wrapped in a JaxRuntimeError."""
+    from jaxprune import main
+
+    def failing(x):
+        raise ConfigError("npb: HiGHS found no mask for a 3x4 layer with 5 weights (infeasible)")
+
+    run = jax.jit(lambda x: jax.pure_callback(failing, jax.ShapeDtypeStruct((), jnp.float32), x))
+    with pytest.raises(jax.errors.JaxRuntimeError) as caught:
+        run(1.0).block_until_ready()
+    assert main.callback_config_error(caught.value) == (
+        "npb: HiGHS found no mask for a 3x4 layer with 5 weights (infeasible)")
+    assert main.callback_config_error(RuntimeError("XlaRuntimeError: INTERNAL: out of memory")) is None
