@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging as pylogging
 import os
 import re
 import shutil
 import sys
 import traceback
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -175,6 +177,7 @@ def clear_outputs(workdir: str) -> None:
 
 def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)  # keep stderr for our one-line errors; progress goes to stdout
+    pylogging.getLogger("jax._src.callback").setLevel(pylogging.CRITICAL)  # a callback's error is re-raised, reported
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
@@ -208,6 +211,13 @@ def main(argv: list[str]) -> None:
     run_in(workdir, experiment, config, config_dict, created)
 
 
+def callback_config_error(error: BaseException) -> str | None:
+    """The message of a ConfigError raised inside a host callback of a compiled program (NPB's solver,
+    ``jax.pure_callback``), which reaches Python as a JaxRuntimeError quoting it; None for any other error."""
+    found = re.findall(rf"^(?:{re.escape(ConfigError.__module__)}\.)?ConfigError: (.+)$", str(error), re.M)
+    return found[-1].strip() if found else None
+
+
 def run_in(workdir: str, experiment, config, config_dict: dict, created: bool) -> None:
     """Run ``experiment`` into ``workdir`` (held by this process): config.json first, results.json last."""
     had_config = os.path.exists(os.path.join(workdir, wd.CONFIG))
@@ -221,12 +231,15 @@ def run_in(workdir: str, experiment, config, config_dict: dict, created: bool) -
               f"{devices['processes']} process(es)", flush=True)
     try:
         results = experiment.run(config, workdir)
-    except ConfigError as e:  # found while loading data: leave the workdir as it was
+    except (ConfigError, jax.errors.JaxRuntimeError) as e:  # found while running: leave the workdir as it was
+        reason = str(e) if isinstance(e, ConfigError) else callback_config_error(e)
+        if reason is None:
+            raise
         if parallel.is_primary() and not had_config:
             os.remove(os.path.join(workdir, wd.CONFIG))
         if parallel.is_primary() and created and set(os.listdir(workdir)) <= {wd.LOCK}:
             shutil.rmtree(workdir)
-        _fail(str(e))
+        _fail(reason)
     except AllSeedsFailed as e:
         _fail(str(e), code=1)
     if parallel.is_primary():

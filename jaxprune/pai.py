@@ -19,6 +19,12 @@ prunable leaves (``masks.prunable``: Dense/Conv kernels) are scored; every other
 - ``synflow``:   s = |θ ⊙ ∂R/∂θ|, R = 1ᵀ f(1; |θ|): every parameter (biases and normalization parameters
   too) replaced by its absolute value, an all-ones input of one example, no data, no labels.
 
+- ``iterative_snip``: SNIP over ``rounds`` (10) rounds of the masked network, pruned weights staying pruned;
+  ``force``: |θ ⊙ ∂L/∂w| at w = θ ⊙ m_{r-1} for every weight, pruned ones may come back (:func:`prune`; de Jorge
+  et al. 2021, github.com/naver/force).
+- ``prospr``:    |∂L(θ_K)/∂c| at c = 1 through K inner SGD steps from c ⊙ θ (:func:`_prospr`; Alizadeh et al. 2022).
+- ``npb``:       Node-Path Balancing's per-layer MILP mask (:mod:`jaxprune.npb`; Pham et al. 2023), as 0/1 scores.
+
 Several batches (``prune``): as in Synaptic-Flow, gradients are SUMMED over the B batches: SNIP uses
 Σ_b ∇L_b; GraSP uses g = Σ_b ∇L_{T,b} and Hg = Σ_b H_b g. For equal-size batches this is B (SNIP) or B²
 (GraSP) times the score of the concatenated batch, so the ranking is that of the full-batch score.
@@ -28,14 +34,15 @@ which is what Synaptic-Flow does (``model.eval()`` while pruning). SynFlow's |θ
 only; Synaptic-Flow also takes |·| of the running statistics, which makes no difference at initialization
 (mean 0, variance 1).
 
-Scorers are looked up by name in a registry (:func:`register`, :func:`methods`); the five above are registered
+Scorers are looked up by name in a registry (:func:`register`, :func:`methods`); the nine above are registered
 by this module, and a user's scorer registered under a new name is a valid method everywhere a built-in is (the
 experiments' ``config.methods``, ``score``, ``prune``). Every scorer has the signature
 
     score_fn(apply_fn, params, batches, key, options) -> scores
 
 with ``batches = (x [B, batch, ...], y [B, batch])`` the B scoring batches, ``key`` a PRNG key for the scorer's
-own randomness, ``options`` a :class:`ScoringOptions` (GraSP's temperature), and ``scores`` a pytree shaped like
+own randomness, ``options`` a :class:`ScoringOptions` (GraSP's temperature, the round's sparsity, ...), and
+``scores`` a pytree shaped like
 ``params`` in which larger means "keep". Scores off the prunable leaves are set to 0 afterwards.
 
 Every function is pure, for one network; ``jax.jit(jax.vmap(...))`` over a seed axis of (params, key).

@@ -6,8 +6,10 @@ masks, so "the masks of one method for all seeds" is one call of a one-seed func
 :func:`jaxprune.parallel.seed_map`.
 
 Methods:
-- at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``; SNIP and
-  GraSP score on ``config.pai_batches`` batches drawn from the training set with each seed's own key;
+- at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``,
+  ``iterative_snip``, ``force``, ``prospr``, ``npb`` and any registered scorer; the data-using ones score on
+  ``config.pai_batches`` batches drawn from the training set with each seed's own key; with
+  ``config.sparsity_target='effective'`` (also ``magnitude_after``) at effective sparsity (:func:`effective_search`);
 - after training: ``magnitude_after`` (train the dense net, keep the largest |θ_T|, rewind to θ_0) and ``imp``
   (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity);
 - learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``,
