@@ -73,10 +73,11 @@ def run(config, workdir: str) -> dict:
         f = apply_fn(params, x)[:, 0]
         return {"correlation": noise_correlation(f, z), "bubeck_sellke": bubeck_sellke(f, z, sigma)}
 
-    cells, rounds, _ = memorization.train_cells(config, setup, seeds, rule, log, probe)
+    cells, rounds, _, rewiring = memorization.train_cells(config, setup, seeds, rule, log, probe)
     results = []
     for method, sparsity, stacked, fit in cells:
-        results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), sigma, n, d))
+        report = masking.mask_report(setup, seeds, stacked, rewiring.get((method, sparsity)))
+        results.append(result_row(method, sparsity, fit, report, sigma, n, d))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: corr(f, z) {common.mean_std(results[-1]['correlation'])}, "
             f"BS {common.mean_std(results[-1]['bubeck_sellke'])}, epochs {fit['epochs'].tolist()}{capped}")
