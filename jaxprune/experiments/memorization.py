@@ -10,10 +10,20 @@ Every seed's dense net is first trained from its initial weights θ_0 to converg
   ``magnitude_after_no_rewind``: the same mask, trained on from the pruned trained weights θ_T ⊙ m (Synaptic-Flow's
   singleshot, which does not rewind);
 - the PaI methods (:func:`jaxprune.experiments.masking.method_masks`; ``scope``, ``synflow_rounds`` as configured);
-- ``ablations=('shuffle',)``: for every method but random, ``<method>+shuffle`` permutes each layer's mask
-  (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's control): the same layer densities, no
-  data-dependent placement, the same start. ``A − A+shuffle`` is the part of A's capacity that comes from WHERE its
-  mask puts the weights, not how many per layer.
+- ``ablations``, controls that replace the mask only (same start, same training), each adding rows
+  ``<method>+<control>`` for every method but random (:func:`control_masks`):
+
+  - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's
+    control): the same layer densities, no placement. It also cuts paths (effective density falls).
+  - ``swap``: the mask the method finds on D′, an independent draw of the data with everything else kept: the same
+    inputs, initial weights, keys and data order, only the random labels (here) or the noise (noise correlation)
+    drawn again (:func:`redrawn_dataset`); trained and measured on D. ``A − A+swap`` is the capacity A's mask owes
+    to information about THIS dataset; a data-independent method (random, magnitude, SynFlow) finds the same mask
+    on D′, so its difference is exactly 0, which calibrates the control.
+  - ``rewire``: each layer's mask rewired keeping every unit's exact in- and out-degree (:mod:`jaxprune.rewire`,
+    ``rewire_swaps_per_edge`` attempted double-edge swaps per edge; the chains' mixing diagnostic in the row's
+    ``rewire_mixing``): the weights per unit, the dead units and, for one hidden layer, the path counts stay;
+    which edges are kept becomes random. ``A − A+rewire`` separates "which edges" from "which units".
 
 Every masked network (methods × sparsities × controls × seeds) then trains in ONE jitted, doubly vmapped call until
 it converges; its memorized fraction, the accuracy on its own training set in inference mode, is reported with the
@@ -306,8 +316,8 @@ def cell(out: dict, c: int) -> dict:
 
 
 def comparison_pairs(rows: list[dict]) -> list[tuple[str, str]]:
-    """The pairs (A, B) compared: every method against its ``+shuffle`` control, rewinding against not, every
-    after-training method against every at-initialization method (those present)."""
+    """The pairs (A, B) compared: every method against each of its controls (``+shuffle``, ``+swap``, ``+rewire``),
+    rewinding against not, every after-training method against every at-initialization method (those present)."""
     present = list(dict.fromkeys(r["method"] for r in rows))
     after = [m for m in (*masking.AFTER_TRAINING, NO_REWIND) if m in present]
     pairs = [(m, f"{m}+{a}") for m in present for a in ABLATIONS if f"{m}+{a}" in present]

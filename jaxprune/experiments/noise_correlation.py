@@ -2,9 +2,11 @@
 
 Regression on Gaussian data, y_i = f*(x_i) + z_i with z_i ~ N(0, σ²), σ = ``noise_std``, z kept in memory
 (``Dataset.noise``). Every method of ``config.methods`` at each of ``config.sparsities`` (and the dense net, and
-every ``config.ablations`` control ``<method>+shuffle``) is trained from the seeds' shared initial weights under the
-memorization experiment's convergence rule (:mod:`jaxprune.experiments.memorization`: the dense pre-training, every
-IMP round and every masked net), and after every epoch we record, over the n training points,
+every ``config.ablations`` control ``<method>+shuffle``, ``+swap``, ``+rewire`` of memorization; ``swap`` is the
+mask found with noise z′, an independent draw with the same inputs and teacher, trained with z) is trained from the
+seeds' shared initial weights under the memorization experiment's convergence rule
+(:mod:`jaxprune.experiments.memorization`: the dense pre-training, every IMP round and every masked net), and after
+every epoch we record, over the n training points,
 
     ρ(f_θ, z) = corr(f_θ(x_i), z_i)              (Pearson),
     BS(f_θ, z) = (1/n) Σ_i f_θ(x_i) · z_i / σ²    (Bubeck–Sellke's noise-fitting term).
