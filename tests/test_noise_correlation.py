@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from configs import noise_correlation as nc_config
-from jaxprune import pai
+from jaxprune import data, pai
 from jaxprune.errors import ConfigError
+from jaxprune.experiments import memorization
 from jaxprune.experiments import noise_correlation as nc
 
 
@@ -74,6 +75,18 @@ def test_regression_scoring_loss_is_half_mean_squared_error_without_temperature(
     assert float(pai.scoring_loss(apply_fn, 2.0, (x, y), temperature=200.0)) == pytest.approx(expected)
 
 
+def test_swap_draws_the_noise_again_with_the_same_inputs_and_teacher():
+    config = tiny_config(num_examples=4000)
+    d = data.load(config)
+    swapped = memorization.redrawn_dataset(config, d)
+    for key in ("x_train", "x_test", "y_test", "clean_y_train"):
+        np.testing.assert_array_equal(getattr(swapped, key), getattr(d, key))
+    np.testing.assert_array_equal(swapped.noise, swapped.y_train - swapped.clean_y_train)
+    z, z2 = d.noise.astype(np.float64), swapped.noise.astype(np.float64)
+    assert abs(np.corrcoef(z, z2)[0, 1]) < 4 / np.sqrt(4000)  # independent of D's noise
+    assert abs(z2.std() / config.noise_std - 1) < 4 / np.sqrt(2 * 4000) and abs(z2.mean()) < 4 * 0.5 / np.sqrt(4000)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(run_experiment):
     return run_experiment(nc, tiny_config())
@@ -82,7 +95,8 @@ def tiny_run(run_experiment):
 def test_tiny_run_reports_the_noise_fitted_at_convergence_by_every_method_and_imp_round(tiny_run):
     config, workdir, results = tiny_run
     by_method = {r["method"]: r for r in results["results"]}
-    assert set(by_method) == {"dense", *config.methods, "imp+shuffle", "snip+shuffle", "grasp+shuffle"}
+    controls = {f"{m}+{a}" for m in ("imp", "snip", "grasp") for a in ("shuffle", "swap", "rewire")}
+    assert set(by_method) == {"dense", *config.methods, *controls}
     for r in results["results"]:
         assert (np.abs(r["correlation"]) <= 1).all() and np.shape(r["bubeck_sellke"]) == (2,)
         assert (np.abs(r["noise_only_correlation"]) <= 1).all() and np.shape(r["paper_correlation"]) == (2,)
@@ -94,7 +108,12 @@ def test_tiny_run_reports_the_noise_fitted_at_convergence_by_every_method_and_im
     assert by_method["imp"]["sparsity"] == pytest.approx(0.6)
     np.testing.assert_array_equal(results["imp_rounds"][-1]["correlation"], by_method["imp"]["correlation"])
     assert {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]} >= {
-        ("imp", "imp+shuffle", "correlation"), ("imp", "random", "bubeck_sellke")}
+        ("imp", "imp+shuffle", "correlation"), ("imp", "imp+swap", "correlation"), ("imp", "imp+rewire", "correlation"),
+        ("imp", "random", "bubeck_sellke")}
+    # The swap masks were found with other noise: IMP's and SNIP's differ from their own (same density).
+    for m in ("imp", "snip"):
+        assert by_method[f"{m}+swap"]["density"] == by_method[m]["density"]
+        assert not np.array_equal(by_method[f"{m}+swap"]["train_loss"], by_method[m]["train_loss"])
     assert {"correlation_vs_density.png", "bubeck_sellke_vs_density.png", "imp_correlation_vs_density.png",
             "paired_differences.png", "metrics.jsonl"} <= set(os.listdir(workdir))
 

@@ -2,9 +2,11 @@
 
 Regression on Gaussian data, y_i = f*(x_i) + z_i with z_i ~ N(0, σ²), σ = ``noise_std``, z kept in memory
 (``Dataset.noise``). Every method of ``config.methods`` at each of ``config.sparsities`` (and the dense net, and
-every ``config.ablations`` control ``<method>+shuffle``) is trained from the seeds' shared initial weights under the
-memorization experiment's convergence rule (:mod:`jaxprune.experiments.memorization`: the dense pre-training, every
-IMP round and every masked net), and after every epoch we record, over the n training points,
+every ``config.ablations`` control ``<method>+shuffle``, ``+swap``, ``+rewire`` of memorization; ``swap`` is the
+mask found with noise z′, an independent draw with the same inputs and teacher, trained with z) is trained from the
+seeds' shared initial weights under the memorization experiment's convergence rule
+(:mod:`jaxprune.experiments.memorization`: the dense pre-training, every IMP round and every masked net), and after
+every epoch we record, over the n training points,
 
     ρ(f_θ, z) = corr(f_θ(x_i), z_i)                          (Pearson),
     BS(f_θ, z) = (1/n) Σ_i f_θ(x_i) · z_i / σ²                (Bubeck–Sellke's noise-fitting term),
@@ -102,10 +104,11 @@ def run(config, workdir: str) -> dict:
         x, y, z = training_arrays(setup, seed_data)
         return correlations(apply_fn(params, x)[:, 0], y - z, z, sigma)
 
-    cells, rounds, _ = memorization.train_cells(config, setup, seeds, rule, log, probe)
+    cells, rounds, _, rewiring = memorization.train_cells(config, setup, seeds, rule, log, probe)
     results = []
     for method, sparsity, stacked, fit in cells:
-        results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), sigma, n, d))
+        report = masking.mask_report(setup, seeds, stacked, rewiring.get((method, sparsity)))
+        results.append(result_row(method, sparsity, fit, report, sigma, n, d))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: corr(f, z) {common.mean_std(results[-1]['correlation'])}, "
             f"BS {common.mean_std(results[-1]['bubeck_sellke'])}, epochs {fit['epochs'].tolist()}{capped}")
