@@ -41,7 +41,11 @@ def get_config():
     # magnitude_after_no_rewind trains on from θ_T ⊙ m with a fresh Adam state ('reset') or the dense net's ('carry',
     # as Synaptic-Flow's singleshot does)
     c.no_rewind_optimizer = "reset"
-    c.ablations = ("shuffle",)  # rows '<method>+shuffle' (every method but random): same layer densities
+    # Controls, rows '<method>+<control>' for every method but random: 'shuffle' (each layer's mask permuted: same
+    # layer densities), 'swap' (the mask the method finds on D', the same inputs with the random labels drawn again,
+    # trained on D), 'rewire' (each layer's mask rewired keeping every unit's in- and out-degree).
+    c.ablations = ("shuffle", "swap", "rewire")
+    c.rewire_swaps_per_edge = 10.0  # rewire: attempted double-edge swaps per edge (mixing diagnostic in results.json)
     # Convergence (jaxprune/experiments/memorization.py): after epoch >= min_epochs, stop when
     c.stop_rule = "plateau"  # 'plateau': the training loss moved < loss_tol over loss_window epochs;
     #                          'interpolation': the training loss is <= loss_tol

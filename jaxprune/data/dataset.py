@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxprune.errors import ConfigError
 
-STREAMS = ("inputs", "teacher", "labels", "regression_noise", "train_subset", "test_subset", "input_noise")
+STREAMS = ("inputs", "teacher", "labels", "regression_noise", "train_subset", "test_subset", "redraw", "input_noise")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

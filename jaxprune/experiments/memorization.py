@@ -11,10 +11,20 @@ Every seed's dense net is first trained from its initial weights θ_0 to converg
   singleshot, which does not rewind), with a fresh optimizer state (``no_rewind_optimizer='reset'``) or the dense
   net's (``'carry'``, as Synaptic-Flow's singleshot, which reloads the pre-training optimizer with the model);
 - the PaI methods (:func:`jaxprune.experiments.masking.method_masks`; ``scope``, ``synflow_rounds`` as configured);
-- ``ablations=('shuffle',)``: for every method but random, ``<method>+shuffle`` permutes each layer's mask
-  (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's control): the same layer densities, no
-  data-dependent placement, the same start. ``A − A+shuffle`` is the part of A's capacity that comes from WHERE its
-  mask puts the weights, not how many per layer.
+- ``ablations``, controls that replace the mask only (same start, same training), each adding rows
+  ``<method>+<control>`` for every method but random (:func:`control_masks`):
+
+  - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's
+    control): the same layer densities, no placement. It also cuts paths (effective density falls).
+  - ``swap``: the mask the method finds on D′, an independent draw of the data with everything else kept: the same
+    inputs, initial weights, keys and data order, only the random labels (here) or the noise (noise correlation)
+    drawn again (:func:`redrawn_dataset`); trained and measured on D. ``A − A+swap`` is the capacity A's mask owes
+    to information about THIS dataset; a data-independent method (random, magnitude, SynFlow) finds the same mask
+    on D′, so its difference is exactly 0, which calibrates the control.
+  - ``rewire``: each layer's mask rewired keeping every unit's exact in- and out-degree (:mod:`jaxprune.rewire`,
+    ``rewire_swaps_per_edge`` attempted double-edge swaps per edge; the chains' mixing diagnostic in the row's
+    ``rewire_mixing``): the weights per unit, the dead units and, for one hidden layer, the path counts stay;
+    which edges are kept becomes random. ``A − A+rewire`` separates "which edges" from "which units".
 
 Every masked network (methods × sparsities × controls × seeds) then trains in ONE jitted, doubly vmapped call until
 it converges; its memorized fraction — ``train_accuracy``, the accuracy on its own training set in inference mode,
@@ -61,19 +71,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprune import data, irp, masks, parallel, plotting, robustness, stats, train
+from jaxprune import data, irp, masks, models, parallel, plotting, robustness, stats, train
 from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
-from jaxprune.data.noise import with_label_noise
+from jaxprune.data.noise import redrawn, with_label_noise
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import pai as pai_experiment
 
-MLP_MODELS = ("mlp", "lenet300_100")  # models the spectral-norm-product bound applies to
+MLP_MODELS = models.DENSE_ONLY  # models the spectral-norm-product bound applies to
 AT_INIT = ("snip", "grasp", "synflow", "random")  # the paper's at-initialization methods (ordering check)
 DATA_PER_SEED = True  # config.data_per_seed: every seed trains on its own dataset
 NO_REWIND = "magnitude_after_no_rewind"  # magnitude_after without rewinding: the pruned trained weights train on
-ABLATIONS = ("shuffle",)  # the pai experiment's spelling: rows '<method>+shuffle'
+ABLATIONS = ("shuffle", "swap", "rewire")  # controls, rows '<method>+<control>' (module docstring)
 
 
 STOP_RULES = ("plateau", "interpolation")
@@ -302,6 +312,7 @@ def validate_training(config) -> None:
     check_sparsities(config)
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
+    masking.check_rewire(config)
     validate_pruning(config)
     check_choice(config, "stop_rule", STOP_RULES)
     check_positive_int(config, "max_epochs")
@@ -371,8 +382,8 @@ def cell(out: dict, c: int) -> dict:
 
 
 def comparison_pairs(rows: list[dict]) -> list[tuple[str, str]]:
-    """The pairs (A, B) compared: every method against its ``+shuffle`` control, rewinding against not, every
-    after-training method against every at-initialization method (those present)."""
+    """The pairs (A, B) compared: every method against each of its controls (``+shuffle``, ``+swap``, ``+rewire``),
+    rewinding against not, every after-training method against every at-initialization method (those present)."""
     present = list(dict.fromkeys(r["method"] for r in rows))
     after = [m for m in (*masking.AFTER_TRAINING, NO_REWIND) if m in present]
     pairs = [(m, f"{m}+{a}") for m in present for a in ABLATIONS if f"{m}+{a}" in present]
@@ -395,56 +406,104 @@ def ordering(results: list[dict], metric: str = "train_accuracy") -> list[dict]:
     return rows
 
 
-def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
-    """(cells to train, trained cells, IMP rounds, dense pre-training): (method, sparsity, stacked masks, start
-    weights or None) for every method of ``config.methods`` at every ``config.sparsities`` but IMP, and every
-    ``config.ablations`` control (the shuffled masks, same start); (method, sparsity, masks, outputs) for the nets
-    trained already (``probe`` recorded): the dense net and IMP; the IMP rounds of :func:`imp_rounds` ({} without
-    IMP); :func:`pretrain_dense`'s outputs, or None when no method needs a trained net (then the dense row is
-    among the cells to train)."""
+def found_masks(config, setup: common.Setup, seeds: common.Seeds, methods, rule: StopRule, log,
+                probe=None) -> tuple:
+    """The masks every method of ``methods`` finds on ``setup``'s training set at every ``config.sparsities``:
+    ({method: {sparsity: stacked masks}}, the IMP rounds of :func:`imp_rounds` ({} without IMP), the dense
+    pre-training of :func:`pretrain_dense` or None when no method needs a trained net). ``magnitude_after`` and
+    :data:`NO_REWIND` share one set of largest-|θ_T| masks."""
     ones = jax.vmap(masks.ones)(seeds.params)
     dense = (pretrain_dense(config, setup, seeds, rule, probe)
-             if set(config.methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
-    if dense is None:
-        to_train, done = [("dense", 0.0, ones, None)], []
-    else:
-        to_train, done = [], [("dense", 0.0, ones, dense)]
+             if set(methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
+    if dense is not None:
         log(f"dense pre-training: train loss {common.mean_std(dense['train_loss'])}, accuracy "
             f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
-    rounds, after_training = {}, {}  # after_training: the largest-|θ_T| masks, shared by both magnitude_after rows
-    for method in config.methods:
+    found, rounds = {}, {}
+    for method in methods:
+        if method == "imp":
+            rounds = imp_rounds(config, setup, seeds, dense, rule, log, probe)
+            found[method] = {s: rounds.get(1.0 - s, (ones,))[0] for s in config.sparsities}  # sparsity 0: dense
+        elif method in ("magnitude_after", NO_REWIND):
+            shared = found.get("magnitude_after", found.get(NO_REWIND))
+            prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
+                                      in_axes=(0, None), one_device=True)
+            found[method] = shared or {s: prune(dense["params"], jnp.float32(s)) for s in config.sparsities}
+        else:
+            found[method] = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
+        log(f"masks: {method}")
+    return found, rounds, dense
+
+
+def redrawn_dataset(config, dataset: data.Dataset) -> data.Dataset:
+    """D′ of the swap control (:func:`jaxprune.data.noise.redrawn`): the regression noise, or the labels that are
+    random in ``dataset`` (every label of gaussian ``labels='random'``, else the ``corrupted`` ones), drawn again."""
+    every = config.dataset == "gaussian" and config.labels == "random"
+    return redrawn(dataset, config.data_seed, dataset.corrupted | every)
+
+
+def control_masks(config, setup: common.Setup, seeds: common.Seeds, found: dict, rule: StopRule, log) -> tuple:
+    """The masks of every ``config.ablations`` control of every method of ``found`` it applies to (all but random),
+    ({(method, control): {sparsity: stacked masks}}, {(method, control): {sparsity: rewiring diagnostics}}):
+
+    - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`);
+    - ``swap``: the mask the method finds on D′ (:func:`redrawn_dataset`; same inputs, initial weights, keys and
+      data order, only the random labels or the noise drawn again), by :func:`found_masks` on D′;
+    - ``rewire``: each layer's mask rewired with every unit's in- and out-degree kept
+      (:func:`jaxprune.experiments.masking.rewired`, ``config.rewire_swaps_per_edge``).
+    """
+    applies = lambda a: [m for m in found if pai_experiment.ablation_applies(a, m)]  # noqa: E731
+    swapped = {}
+    if "swap" in config.ablations and applies("swap"):
+        swap_setup = masking.swap_setup(setup, redrawn_dataset(config, setup.dataset))
+        swapped = found_masks(config, swap_setup, seeds, applies("swap"), rule, lambda m: log(f"D′ {m}"))[0]
+    controls, mixing = {}, {}
+    for method in found:
+        for ablation in filter(lambda a: pai_experiment.ablation_applies(a, method), config.ablations):
+            if ablation == "shuffle":
+                controls[method, ablation] = masking.shuffled(setup, seeds, found[method])
+            elif ablation == "swap":
+                controls[method, ablation] = swapped[method]
+            else:
+                controls[method, ablation], mixing[method, ablation] = masking.rewired(
+                    setup, seeds, found[method], config.rewire_swaps_per_edge)
+    return controls, mixing
+
+
+def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
+    """(cells to train, trained cells, IMP rounds, dense pre-training, rewiring diagnostics): (method, sparsity,
+    stacked masks, start weights or None) for every method of ``config.methods`` at every ``config.sparsities`` but
+    IMP, each followed by its ``config.ablations`` controls (:func:`control_masks`; same start as the method);
+    (method, sparsity, masks, outputs) for the nets trained already (``probe`` recorded): the dense net and IMP; the
+    IMP rounds of :func:`imp_rounds` ({} without IMP); :func:`pretrain_dense`'s outputs, or None when no method
+    needs a trained net (then the dense row is among the cells to train); {(row name, sparsity): the rewiring
+    diagnostics of that ``+rewire`` row}."""
+    ones = jax.vmap(masks.ones)(seeds.params)
+    found, rounds, dense = found_masks(config, setup, seeds, config.methods, rule, log, probe)
+    controls, mixing = control_masks(config, setup, seeds, found, rule, log)
+    to_train, done = ([("dense", 0.0, ones, None)], []) if dense is None else ([], [("dense", 0.0, ones, dense)])
+    for method, by_sparsity in found.items():
         start = None if method != NO_REWIND else (
             (dense["params"], dense["opt_state"]) if carries_optimizer(config) else dense["params"])
         if method == "imp":
-            rounds = imp_rounds(config, setup, seeds, dense, rule, log, probe)
-            at = {s: rounds.get(1.0 - s, (ones, dense)) for s in config.sparsities}  # sparsity 0: the dense net
-            by_sparsity = {s: mask for s, (mask, _) in at.items()}
-            done += [("imp", s, mask, fit) for s, (mask, fit) in at.items()]
-        elif method in ("magnitude_after", NO_REWIND):
-            if not after_training:
-                prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
-                                          in_axes=(0, None), one_device=True)
-                after_training = {s: prune(dense["params"], jnp.float32(s)) for s in config.sparsities}
-            by_sparsity = after_training
+            done += [("imp", s, mask, rounds.get(1.0 - s, (ones, dense))[1]) for s, mask in by_sparsity.items()]
         else:
-            by_sparsity = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
-        if method != "imp":
             to_train += [(method, s, m, start) for s, m in by_sparsity.items()]
-        for ablation in filter(lambda a: pai_experiment.ablation_applies(a, method), config.ablations):
-            to_train += [(f"{method}+{ablation}", s, m, start)
-                         for s, m in masking.shuffled(setup, seeds, by_sparsity).items()]
-        log(f"masks: {method}")
-    return to_train, done, rounds, dense
+        to_train += [(f"{m}+{a}", s, masks_, start) for (m, a), by_s in controls.items() if m == method
+                     for s, masks_ in by_s.items()]
+    diagnostics = {(f"{m}+{a}", s): d for (m, a), by_s in mixing.items() for s, d in by_s.items()}
+    return to_train, done, rounds, dense, diagnostics
 
 
 def train_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
     """Every net of :func:`method_cells` trained under ``rule`` (``probe`` recorded): ([(method, sparsity, stacked
     masks, :func:`train_all` outputs [seeds, ...])], the nets trained already first; IMP rounds; dense pre-training
-    or None). The nets still to train train in one :func:`train_all` call."""
-    to_train, done, rounds, dense = method_cells(config, setup, seeds, rule, log, probe)
+    or None; rewiring diagnostics by (row name, sparsity)). The nets still to train train in one :func:`train_all`
+    call."""
+    to_train, done, rounds, dense, diagnostics = method_cells(config, setup, seeds, rule, log, probe)
     out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
                     probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
-    return done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)], rounds, dense
+    cells = done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)]
+    return cells, rounds, dense, diagnostics
 
 
 def rows_by_method(results: list[dict]) -> dict[str, list[dict]]:
@@ -500,11 +559,12 @@ def run(config, workdir: str) -> dict:
         f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {setup.num_classes} "
         f"classes, {random_labels} labels random, {'own dataset per seed' if dataset is None else 'one dataset'}), "
         f"stop rule {config.stop_rule}")
-    cells, rounds, dense = train_cells(config, setup, seeds, rule, log)
+    cells, rounds, dense, rewiring = train_cells(config, setup, seeds, rule, log)
     sigma = robustness.random_label_std(setup.num_classes)
     results = []
     for method, sparsity, stacked, fit in cells:
-        results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), setup, sigma))
+        report = masking.mask_report(setup, seeds, stacked, rewiring.get((method, sparsity)))
+        results.append(result_row(method, sparsity, fit, report, setup, sigma))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
         failed = f", failed seeds {results[-1]['failed_seeds']}" if results[-1]["failed_seeds"] else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: memorized {common.mean_std(results[-1]['memorized'])}, train "
