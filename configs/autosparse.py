@@ -70,7 +70,8 @@ def get_config(preset: str = ""):
     c.target_model = ""
     c.target_dataset = ""
     c.transfer_targets = ("lenet300_100:mnist1d",)
-    c.methods = ("random", "magnitude", "snip", "grasp", "synflow", "imp")  # compared with autosparse
+    # Compared with autosparse; the AutoSparse paper's baselines are snip, grasp, npb and random.
+    c.methods = ("random", "magnitude", "snip", "grasp", "synflow", "npb", "imp")
     c.sparsities = (0.9, 0.95, 0.98)
     if preset not in PRESETS:
         raise ValueError(f"configs/autosparse.py:{preset}: the presets are {PRESETS}")

@@ -12,9 +12,12 @@ def get_config():
     c = add_pruning_keys(base())
     c.experiment = "pai"
     c.epochs = 20
-    # Any of random, magnitude, snip, grasp, synflow (at initialization), imp, magnitude_after (after training).
-    # 'imp' (iterative magnitude pruning with rewinding, prune_fraction per round) is the after-training reference.
-    c.methods = ("random", "magnitude", "snip", "grasp", "synflow", "imp")
+    # Any of random, magnitude, snip, grasp, synflow, iterative_snip, force, prospr, npb (at initialization), imp,
+    # magnitude_after (after training). 'imp' (iterative magnitude pruning with rewinding, prune_fraction per round)
+    # is the after-training reference. Their options: synflow_rounds, iterative_rounds, pai_schedule, prospr_*,
+    # npb_alpha, grasp_temperature (jaxprune/config.py); sparsity_target 'effective' prunes every one-shot method
+    # to an effective sparsity (kept weights on an input-output path; not imp).
+    c.methods = ("random", "magnitude", "snip", "grasp", "synflow", "iterative_snip", "force", "prospr", "npb", "imp")
     c.sparsities = (0.5, 0.8, 0.9, 0.95, 0.98)
     c.dense_reference = True  # also train the unpruned network (a row with method 'dense', sparsity 0)
     # Sanity checks of Frankle et al. 2021, each adding rows '<method>+<ablation>' for every method but random:

@@ -12,6 +12,7 @@ from jaxprune.errors import ConfigError
 
 TASKS = ("classification", "regression")
 GAUSSIAN_LABELS = ("random", "teacher")
+SPARSITY_TARGETS = ("nominal", "effective")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -28,9 +29,10 @@ def base() -> ml_collections.ConfigDict:
     c.input_dim = 20  # gaussian: dimension d
     c.num_classes = 10  # gaussian: classes
     c.labels = "random"  # gaussian: 'random' (independent of x) or 'teacher'
-    c.teacher_width = 0  # gaussian teacher: 0 = linear, h > 0 = one hidden ReLU layer of width h
+    c.teacher_widths = ()  # gaussian teacher: () = linear, (w_1, ..., w_L) = hidden ReLU layers of those widths
     c.task = "classification"  # gaussian: or 'regression' (y = teacher(x) + noise_std * z)
     c.noise_std = 0.5
+    c.data_per_seed = False  # gaussian: every seed draws its own dataset on device (memorization, noise_correlation)
     # Model.
     c.model = "mlp"
     c.widths = (200, 200)  # mlp hidden widths
@@ -64,7 +66,14 @@ def add_pruning_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.scope = "global"  # one threshold over all prunable weights ('global') or one per layer ('layerwise')
     c.allocation = "uniform"  # layerwise densities: 'uniform' or 'erk'
     c.pai_batches = 1  # batches of batch_size examples SNIP/GraSP score on
-    c.synflow_rounds = 100  # iterative SynFlow rounds (exponential schedule)
+    c.synflow_rounds = 100  # iterative SynFlow rounds
+    c.iterative_rounds = 10  # iterative_snip and force rounds (naver/force's num_steps default)
+    c.pai_schedule = "exponential"  # density schedule of the multi-round methods: 'exponential' or 'linear'
+    c.prospr_steps = 3  # ProsPr inner SGD steps, learning rate and momentum (mil-ad/prospr's CLI defaults)
+    c.prospr_lr = 0.1
+    c.prospr_momentum = 0.0
+    c.npb_alpha = 0.99  # NPB: weight of effective nodes against paths (pvh1602/NPB main.py default)
+    c.sparsity_target = "nominal"  # 'nominal' (kept weights) or 'effective' (kept weights on an input-output path)
     c.grasp_temperature = 200.0
     c.prune_fraction = 0.2  # IMP: fraction of surviving weights pruned per round
     c.rewind_step = 0  # IMP: rewind to initialization (0) or to the weights after this many steps
@@ -79,6 +88,19 @@ def validate_pruning(config) -> None:
     check_choice(config, "allocation", masks.ALLOCATIONS)
     check_positive_int(config, "pai_batches")
     check_positive_int(config, "synflow_rounds")
+    check_positive_int(config, "iterative_rounds")
+    check_positive_int(config, "prospr_steps", minimum=0)
+    check_choice(config, "pai_schedule", ("exponential", "linear"))
+    check_choice(config, "sparsity_target", SPARSITY_TARGETS)
+    _check(config.sparsity_target == "nominal" or "imp" not in config.get("methods", ()),
+           "config.sparsity_target='effective': not for imp (one run through its rounds, no search over its "
+           "sparsity); remove imp from config.methods or use 'nominal'")
+    _check(isinstance(config.prospr_lr, (int, float)) and config.prospr_lr > 0,
+           f"config.prospr_lr={config.prospr_lr!r}: must be > 0")
+    _check(isinstance(config.prospr_momentum, (int, float)) and 0 <= config.prospr_momentum < 1,
+           f"config.prospr_momentum={config.prospr_momentum!r}: must be in [0, 1)")
+    _check(isinstance(config.npb_alpha, (int, float)) and 0 <= config.npb_alpha <= 1,
+           f"config.npb_alpha={config.npb_alpha!r}: must be in [0, 1]")
     check_positive_int(config, "rewind_step", minimum=0)
     check_fraction(config, "prune_fraction")
     _check(config.prune_fraction > 0, f"config.prune_fraction={config.prune_fraction!r}: must be in (0, 1)")
@@ -149,7 +171,7 @@ def validate_common(config) -> None:
     check_choice(config, "labels", GAUSSIAN_LABELS)
     for key in ("num_seeds", "epochs", "batch_size", "eval_batch_size", "input_dim"):
         check_positive_int(config, key)
-    for key in ("num_examples", "num_test", "teacher_width", "warmup_epochs", "checkpoint_every_steps"):
+    for key in ("num_examples", "num_test", "warmup_epochs", "checkpoint_every_steps"):
         check_positive_int(config, key, minimum=0)
     check_positive_int(config, "num_classes", minimum=2)
     for key in ("seed", "data_seed"):
@@ -168,3 +190,9 @@ def validate_common(config) -> None:
     _check(config.weight_decay >= 0.0, f"config.weight_decay={config.weight_decay!r}: must be >= 0")
     _check(len(config.widths) >= 1 and all(isinstance(w, int) and w >= 1 for w in config.widths),
            f"config.widths={tuple(config.widths)!r}: must be a non-empty tuple of positive integers")
+    _check(isinstance(config.teacher_widths, (list, tuple))
+           and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in config.teacher_widths),
+           f"config.teacher_widths={config.teacher_widths!r}: must be a tuple of positive integers (() = linear)")
+    _check(isinstance(config.data_per_seed, bool), f"config.data_per_seed={config.data_per_seed!r}: must be a bool")
+    if config.data_per_seed:
+        data.check_per_seed(config)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging as pylogging
 import os
 import re
 import shutil
 import sys
+import traceback
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -42,11 +45,16 @@ def _fail(message: str, code: int = 2) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with any flag/override error turned into one line and exit code 2: an override of a key
-    the config does not have is named, with the closest keys it has."""
+    the config does not have is named, with the closest keys it has; an exception raised in the config file (a
+    scorer ``pai.register`` refuses, a NameError in ``get_config``) with its reason and the file's line."""
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, ValueError, TypeError, AttributeError, KeyError, FileNotFoundError, SyntaxError) as e:
-        _fail(unknown_override(argv) or f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    except Exception as e:  # re-raised below unless it comes from the user's input
+        message = unknown_override(argv) or config_file_error(e, _config_file(argv))
+        if message is None and not isinstance(e, (flags.Error, ValueError, TypeError, AttributeError, KeyError,
+                                                  FileNotFoundError, SyntaxError)):
+            raise
+        _fail(message or f"bad command line: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 def _config_file(argv: list[str]) -> str | None:
@@ -56,6 +64,29 @@ def _config_file(argv: list[str]) -> str | None:
         if match:
             return match.group(1) if match.group(1) is not None else next(iter(argv[i + 1:]), None)
     return None
+
+
+def config_file_error(error: BaseException, spec: str | None) -> str | None:
+    """One line for an exception raised while the config file ``spec`` (``path[:args]``) ran, else None.
+
+    ml_collections' loader re-raises such an exception as a flag error whose message is the traceback's header
+    only; the original is on the ``__context__`` chain. The reason is the deepest exception on that chain raised
+    through the file (e.g. ``pai.register``'s ConfigError, not the TypeError it was raised from), the line its
+    innermost frame in the file: "--config=FILE line N: reason".
+    """
+    path = os.path.realpath(spec.split(":", 1)[0]) if spec else None
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == path]
+        if lines:
+            found = (error, lines[-1])
+        error = error.__cause__ or error.__context__
+    if found is None:
+        return None
+    error, line = found
+    reason = " ".join(str(error).split()) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+    return f"--config={spec} line {line}: {reason}"
 
 
 def _load_config(spec: str) -> ml_collections.ConfigDict:
@@ -109,6 +140,10 @@ def validate(config) -> object:
     config_lib.validate_common(config)
     parallel.check_num_seeds(config.num_seeds, parallel.seed_mesh())
     experiment = REGISTRY[config.experiment]
+    per_seed = [name for name, module in REGISTRY.items() if getattr(module, "DATA_PER_SEED", False)]
+    if config.get("data_per_seed") and config.experiment not in per_seed:
+        raise ConfigError(f"config.data_per_seed=True: experiment {config.experiment!r} shares one dataset between "
+                          f"its seeds; the experiments that draw one per seed: {', '.join(per_seed)}")
     experiment.validate(config)
     return experiment
 
@@ -142,6 +177,7 @@ def clear_outputs(workdir: str) -> None:
 
 def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)  # keep stderr for our one-line errors; progress goes to stdout
+    pylogging.getLogger("jax._src.callback").setLevel(pylogging.CRITICAL)  # a callback's error is re-raised, reported
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
@@ -175,6 +211,13 @@ def main(argv: list[str]) -> None:
     run_in(workdir, experiment, config, config_dict, created)
 
 
+def callback_config_error(error: BaseException) -> str | None:
+    """The message of a ConfigError raised inside a host callback of a compiled program (NPB's solver,
+    ``jax.pure_callback``), which reaches Python as a JaxRuntimeError quoting it; None for any other error."""
+    found = re.findall(rf"^(?:{re.escape(ConfigError.__module__)}\.)?ConfigError: (.+)$", str(error), re.M)
+    return found[-1].strip() if found else None
+
+
 def run_in(workdir: str, experiment, config, config_dict: dict, created: bool) -> None:
     """Run ``experiment`` into ``workdir`` (held by this process): config.json first, results.json last."""
     had_config = os.path.exists(os.path.join(workdir, wd.CONFIG))
@@ -188,12 +231,15 @@ def run_in(workdir: str, experiment, config, config_dict: dict, created: bool) -
               f"{devices['processes']} process(es)", flush=True)
     try:
         results = experiment.run(config, workdir)
-    except ConfigError as e:  # found while loading data: leave the workdir as it was
+    except (ConfigError, jax.errors.JaxRuntimeError) as e:  # found while running: leave the workdir as it was
+        reason = str(e) if isinstance(e, ConfigError) else callback_config_error(e)
+        if reason is None:
+            raise
         if parallel.is_primary() and not had_config:
             os.remove(os.path.join(workdir, wd.CONFIG))
         if parallel.is_primary() and created and set(os.listdir(workdir)) <= {wd.LOCK}:
             shutil.rmtree(workdir)
-        _fail(str(e))
+        _fail(reason)
     except AllSeedsFailed as e:
         _fail(str(e), code=1)
     if parallel.is_primary():

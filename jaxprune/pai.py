@@ -19,6 +19,12 @@ prunable leaves (``masks.prunable``: Dense/Conv kernels) are scored; every other
 - ``synflow``:   s = |θ ⊙ ∂R/∂θ|, R = 1ᵀ f(1; |θ|): every parameter (biases and normalization parameters
   too) replaced by its absolute value, an all-ones input of one example, no data, no labels.
 
+- ``iterative_snip``: SNIP over ``rounds`` (10) rounds of the masked network, pruned weights staying pruned;
+  ``force``: |θ ⊙ ∂L/∂w| at w = θ ⊙ m_{r-1} for every weight, pruned ones may come back (:func:`prune`; de Jorge
+  et al. 2021, github.com/naver/force).
+- ``prospr``:    |∂L(θ_K)/∂c| at c = 1 through K inner SGD steps from c ⊙ θ (:func:`_prospr`; Alizadeh et al. 2022).
+- ``npb``:       Node-Path Balancing's per-layer MILP mask (:mod:`jaxprune.npb`; Pham et al. 2023), as 0/1 scores.
+
 Several batches (``prune``): as in Synaptic-Flow, gradients are SUMMED over the B batches: SNIP uses
 Σ_b ∇L_b; GraSP uses g = Σ_b ∇L_{T,b} and Hg = Σ_b H_b g. For equal-size batches this is B (SNIP) or B²
 (GraSP) times the score of the concatenated batch, so the ranking is that of the full-batch score.
@@ -28,20 +34,22 @@ which is what Synaptic-Flow does (``model.eval()`` while pruning). SynFlow's |θ
 only; Synaptic-Flow also takes |·| of the running statistics, which makes no difference at initialization
 (mean 0, variance 1).
 
-Scorers are looked up by name in a registry (:func:`register`, :func:`methods`); the five above are registered
+Scorers are looked up by name in a registry (:func:`register`, :func:`methods`); the nine above are registered
 by this module, and a user's scorer registered under a new name is a valid method everywhere a built-in is (the
 experiments' ``config.methods``, ``score``, ``prune``). Every scorer has the signature
 
     score_fn(apply_fn, params, batches, key, options) -> scores
 
 with ``batches = (x [B, batch, ...], y [B, batch])`` the B scoring batches, ``key`` a PRNG key for the scorer's
-own randomness, ``options`` a :class:`ScoringOptions` (GraSP's temperature), and ``scores`` a pytree shaped like
+own randomness, ``options`` a :class:`ScoringOptions` (GraSP's temperature, the round's sparsity, ...), and
+``scores`` a pytree shaped like
 ``params`` in which larger means "keep". Scores off the prunable leaves are set to 0 afterwards.
 
 Every function is pure, for one network; ``jax.jit(jax.vmap(...))`` over a seed axis of (params, key).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -49,9 +57,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxprune import masks, train
+from jaxprune import masks, npb, train
 from jaxprune.errors import ConfigError
 
 PyTree = masks.PyTree
@@ -62,16 +71,39 @@ SCHEDULES = ("exponential", "linear")
 # Names the experiments give methods that are not PaI scorers (jaxprune.experiments.masking's after-training and
 # learned methods, the pai experiment's dense reference): a scorer registered under one would be shadowed.
 RESERVED = ("imp", "magnitude_after", "autosparse", "dense")
+# Built-in scorers that use no data (a user's scorer is assumed to use its batches).
+DATA_FREE = ("random", "magnitude", "synflow", "npb")
 
 
 class ScoringOptions(NamedTuple):
-    """Options a scorer may use: ``temperature`` T of GraSP's softened cross-entropy."""
+    """Options a scorer may use: ``temperature`` T of GraSP's softened cross-entropy; ``sparsity``, the target
+    sparsity of the round being scored (a scorer that solves for a mask, as NPB, needs it; may be traced);
+    ProsPr's inner loop (``inner_steps`` SGD steps of learning rate ``inner_lr``, momentum ``inner_momentum``);
+    NPB's weight ``npb_alpha`` of effective nodes against effective paths."""
 
     temperature: float = 200.0
+    sparsity: float | jax.Array = 0.0
+    inner_steps: int = 3
+    inner_lr: float = 0.1
+    inner_momentum: float = 0.0
+    npb_alpha: float = 0.99
 
 
+DEFAULT_OPTIONS = ScoringOptions()
 Scorer = Callable[[ApplyFn, PyTree, Batch, jax.Array, ScoringOptions], PyTree]
-_SCORERS: dict[str, Scorer] = {}
+
+
+class Method(NamedTuple):
+    """A registered method: its scorer, how many rounds :func:`prune` runs by default, and whether a round may
+    revive weights pruned in an earlier one (FORCE: scores every weight, the network evaluated at the current
+    mask) or only prunes among the survivors (SNIP, SynFlow: the masked network scored, pruned weights -inf)."""
+
+    score_fn: Scorer
+    rounds: int = 1
+    revive: bool = False
+
+
+_SCORERS: dict[str, Method] = {}
 
 
 def _closure_values(fn: Callable) -> tuple:
@@ -94,8 +126,9 @@ def _same_definition(a: Scorer, b: Scorer) -> bool:
         return False
 
 
-def register(name: str, score_fn: Scorer) -> None:
-    """Make ``score_fn`` the scorer of method ``name`` (module docstring: its signature and what it returns).
+def register(name: str, score_fn: Scorer, *, rounds: int = 1, revive: bool = False) -> None:
+    """Make ``score_fn`` the scorer of method ``name`` (module docstring: its signature and what it returns),
+    pruned in ``rounds`` rounds by default, reviving pruned weights between rounds if ``revive`` (:class:`Method`).
 
     ``name`` must be a new identifier-like name, not a built-in, not in :data:`RESERVED`. Registering the same
     function again (or the same definition again, as when a config file is loaded twice) is allowed; any other
@@ -105,14 +138,17 @@ def register(name: str, score_fn: Scorer) -> None:
     if not (isinstance(name, str) and name.isidentifier()) or name in RESERVED:
         raise ConfigError(f"pai.register: name {name!r} must be an identifier (letters, digits, _) and not one of "
                           f"{', '.join(RESERVED)}")
-    if name in _SCORERS and not _same_definition(_SCORERS[name], score_fn):
+    if name in _SCORERS and not (_same_definition(_SCORERS[name].score_fn, score_fn)
+                                 and _SCORERS[name][1:] == (rounds, revive)):
         raise ConfigError(f"pai.register: a scorer named {name!r} is already registered; choose another name")
     try:
         inspect.signature(score_fn).bind("apply_fn", "params", "batches", "key", "options")
     except (TypeError, ValueError) as e:
         raise ConfigError(f"pai.register({name!r}, ...): score_fn must be callable as score_fn(apply_fn, params, "
                           f"batches, key, options) ({e})") from None
-    _SCORERS[name] = score_fn
+    if not (isinstance(rounds, int) and rounds >= 1):
+        raise ConfigError(f"pai.register({name!r}, ...): rounds must be a positive integer, got {rounds!r}")
+    _SCORERS[name] = Method(score_fn, rounds, bool(revive))
 
 
 def methods() -> tuple[str, ...]:
@@ -209,9 +245,74 @@ def _synflow(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, 
     return jax.tree.map(lambda p, g: jnp.abs(p * g), flow, grads)
 
 
-for _name, _fn in (("random", _random), ("magnitude", _magnitude), ("snip", _snip), ("grasp", _grasp),
-                  ("synflow", _synflow)):
-    register(_name, _fn)
+def _prospr(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
+    """ProsPr (Alizadeh et al. 2022): |∂L(θ_K; b_K) / ∂c| at c = 1, θ_0 = c ⊙ θ (c multiplies the prunable
+    kernels), θ_{k+1} = θ_k − η v_{k+1}, v_{k+1} = μ v_k + ∇L(θ_k; b_k) (v_1 = ∇L(θ_0; b_0)): SGD of every
+    parameter, K = ``options.inner_steps`` steps, differentiated through the steps (``grad`` through ``lax.scan``).
+
+    As the reference (github.com/mil-ad/prospr, ``prospr.prune`` with its CLI defaults K = 3, η = 0.1, μ = 0,
+    ``meta-grads-mode full``, ``new-data-in-inner`` off): one batch b for the inner steps and the meta-loss when
+    B = 1; with B batches, b_k is batch k mod B. Differences: the loss is :func:`scoring_loss` on our
+    ``batch_size`` examples (the reference: cross-entropy on 128), and BatchNorm runs in eval mode as for every
+    scorer here (the reference: train mode).
+    """
+    prunable = masks.prunable(params)
+    tx = optax.sgd(options.inner_lr, options.inner_momentum or None)
+    batch = lambda k: jax.tree.map(lambda a: a[k % a.shape[0]], batches)
+    grad_fn = jax.grad(scoring_loss, argnums=1)
+
+    def meta_loss(c: PyTree) -> jax.Array:
+        theta = jax.tree.map(lambda p, ci, keep: p * ci if keep else p, params, c, prunable)
+
+        def step(carry, k):
+            theta, state = carry
+            updates, state = tx.update(grad_fn(apply_fn, theta, batch(k)), state, theta)
+            return (optax.apply_updates(theta, updates), state), None
+
+        steps = jnp.arange(options.inner_steps)
+        theta = jax.lax.scan(step, (theta, tx.init(theta)), steps)[0][0]
+        return scoring_loss(apply_fn, theta, batch(options.inner_steps))
+
+    return jax.tree.map(jnp.abs, jax.grad(meta_loss)(jax.tree.map(jnp.ones_like, params)))
+
+
+def _npb_masks(shapes: list[tuple[int, int]], alpha: float, densities: np.ndarray) -> list[np.ndarray]:
+    """:func:`jaxprune.npb.masks_for` of every row of ``densities`` [..., L] (vmapped callers stack them), each
+    distinct row solved once (the seeds of a sweep share it: NPB does not depend on the weights)."""
+    rows = np.asarray(densities).reshape(-1, len(shapes))
+    unique, index = np.unique(rows, axis=0, return_inverse=True)
+    solved = [npb.masks_for(shapes, d, alpha) for d in unique]
+    lead = np.shape(densities)[:-1]
+    return [np.stack([solved[i][j] for i in index.ravel()]).reshape(*lead, *shape) for j, shape in enumerate(shapes)]
+
+
+def _npb(apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, options: ScoringOptions) -> PyTree:
+    """Node-Path Balancing (:mod:`jaxprune.npb`) at ``options.sparsity`` with ERK layer densities (the reference's
+    default): 1 on NPB's kept weights, 0 elsewhere, plus |θ| / (2 max|θ|) < 1 so that, where the scope's count
+    differs from NPB's by a few weights (NPB rounds each chunk's budget up and may keep fewer), the
+    largest-magnitude weights fill or leave first. Solved on the host (a ``pure_callback``), data-agnostic: the
+    mask depends on the architecture and the sparsity, the weights only break those ties."""
+    kernels = masks.prunable_leaves(params, params)
+    shapes = [tuple(k.shape) for k in kernels]
+    npb.check_chain(shapes, int(batches[0][0, 0].size))
+    if len(kernels) != sum(jax.tree.leaves(masks.kernels(params))):
+        raise ConfigError("npb: every kernel of the chain must be prunable (config.prunable='')")
+    densities = jnp.stack(masks.layer_densities(params, 1.0 - jnp.asarray(options.sparsity, jnp.float32), "erk"))
+    out = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+    chosen = iter(jax.pure_callback(functools.partial(_npb_masks, shapes, options.npb_alpha), out, densities,
+                                    vmap_method="expand_dims"))
+    big = jnp.max(jnp.stack([jnp.max(jnp.abs(k)) for k in kernels]))
+    half = jnp.where(big > 0, 2 * big, 1.0)
+    return jax.tree.map(lambda p, keep: next(chosen) + jnp.abs(p) / half if keep else jnp.zeros_like(p),
+                        params, masks.prunable(params))
+
+
+for _name, _fn, _rounds, _revive in (
+        ("random", _random, 1, False), ("magnitude", _magnitude, 1, False), ("snip", _snip, 1, False),
+        ("grasp", _grasp, 1, False), ("synflow", _synflow, 100, False),
+        ("iterative_snip", _snip, 10, False), ("force", _snip, 10, True),
+        ("prospr", _prospr, 1, False), ("npb", _npb, 1, False)):
+    register(_name, _fn, rounds=_rounds, revive=_revive)
 
 
 def _shapes(tree: PyTree) -> PyTree:
@@ -229,7 +330,7 @@ def _scores_on_batches(
     """Scores of the registered scorer ``method`` (gradients summed over the leading axis of ``batches``), set to 0
     off the prunable leaves; ConfigError if the scorer returns a pytree not shaped like ``params``."""
     _check_method(method)
-    raw = _SCORERS[method](apply_fn, params, batches, key, options)
+    raw = _SCORERS[method].score_fn(apply_fn, params, batches, key, options)
     if jax.tree.structure(raw) != jax.tree.structure(params) or _shapes(raw) != _shapes(params):
         raise ConfigError(f"scorer {method!r} returned {_shapes(raw)}, not a pytree shaped like params "
                           f"{_shapes(params)}")
@@ -237,14 +338,16 @@ def _scores_on_batches(
 
 
 def score(
-    method: str, apply_fn: ApplyFn, params: PyTree, batch: Batch, key: jax.Array, *, temperature: float = 200.0
+    method: str, apply_fn: ApplyFn, params: PyTree, batch: Batch, key: jax.Array, *,
+    options: ScoringOptions = DEFAULT_OPTIONS
 ) -> PyTree:
     """Saliency scores of ``method`` on one batch ``(x, y)``: a pytree like ``params``, 0 off prunable leaves.
 
-    ``key`` is used by ``random`` only; ``temperature`` by ``grasp`` only; ``synflow`` uses only x's shape.
+    ``key`` is used by ``random`` only; ``options`` (:class:`ScoringOptions`) by the scorers that name them;
+    ``synflow`` uses only x's shape. One scoring, whatever the method's rounds (:func:`prune` runs those).
     """
     batches = jax.tree.map(lambda a: a[None], batch)
-    return _scores_on_batches(method, apply_fn, params, batches, key, ScoringOptions(temperature))
+    return _scores_on_batches(method, apply_fn, params, batches, key, options)
 
 
 def _check_prune_args(method: str, scope: str, allocation: str, rounds: int, schedule: str) -> None:
@@ -283,36 +386,60 @@ def prune(
     mask: PyTree | None = None,
     rounds: int | None = None,
     schedule: str = "exponential",
-    temperature: float = 200.0,
+    options: ScoringOptions = DEFAULT_OPTIONS,
     invert: bool = False,
 ) -> PyTree:
     """Bool mask at ``sparsity`` from ``rounds`` rounds of scoring the currently masked network.
 
     ``batches = (x, y)`` with a leading axis of B batches ([B, batch, ...]); gradients are summed over them.
-    Round r = 1..R scores θ ⊙ m_{r-1}, sets already-pruned weights to -inf (``masks.restrict``) and keeps the
-    top weights at density d_r (``schedule``, see ``_density_after``; the last round uses ``sparsity`` itself,
-    so the final count is exactly that of ``masks.from_scores``). ``rounds`` defaults to 100 for synflow
-    (iterative SynFlow, which avoids layer collapse) and 1 (single shot) for the others. ``mask`` is the
-    starting mask m_0 (default all-True); the result is a subset of it, and the schedule starts at its
-    density. ``invert=True`` keeps the LOWEST scores (the inversion ablation of Frankle et al. 2021).
-    ``key`` is split into one key per round (used by ``random``). Rounds run in ``lax.scan``.
+    Round r = 1..R keeps the top weights at density d_r (``schedule``, see ``_density_after``; the last round
+    uses ``sparsity`` itself, so the final count is exactly that of ``masks.from_scores``), scoring either
+
+    - (default) the masked network θ ⊙ m_{r-1}, already-pruned weights set to -inf (``masks.restrict``): SNIP
+      over rounds is iterative SNIP, SynFlow over rounds iterative SynFlow; or
+    - (methods registered with ``revive``, FORCE) every weight of θ, the network evaluated at θ ⊙ m_{r-1} with
+      gradients reaching the pruned weights too (a straight-through mask: value θ ⊙ m, derivative the identity),
+      so a weight pruned in one round may come back in the next (de Jorge et al. 2021, "progressive
+      skeletonization"; github.com/naver/force, ``iterative_pruning`` with ``prune_method=3``).
+
+    ``rounds`` defaults to the method's registered count (:class:`Method`: 100 for synflow, 10 for
+    iterative_snip and force, 1 for the others). ``mask`` is the starting mask m_0 (default all-True); the
+    result is a subset of it, and the schedule starts at its density. ``invert=True`` keeps the LOWEST scores
+    (the inversion ablation of Frankle et al. 2021). ``options.sparsity`` is set to each round's target
+    sparsity. ``key`` is split into one key per round (used by ``random``). Rounds run in ``lax.scan``.
     """
-    rounds = (100 if method == "synflow" else 1) if rounds is None else rounds
+    _check_method(method)
+    rounds = _SCORERS[method].rounds if rounds is None else rounds
+    revive = _SCORERS[method].revive
     _check_prune_args(method, scope, allocation, rounds, schedule)
     start = masks.ones(params) if mask is None else mask
     start_density = masks.density(start, params)
     target = 1.0 - jnp.asarray(sparsity, jnp.float32)
     sign = -1.0 if invert else 1.0
-    options = ScoringOptions(temperature)
 
     def one_round(current: PyTree, round_and_key: tuple[jax.Array, jax.Array]) -> tuple[PyTree, None]:
         r, round_key = round_and_key
-        scores = _scores_on_batches(method, apply_fn, masks.apply(params, current), batches, round_key, options)
-        scores = masks.restrict(jax.tree.map(lambda s: sign * s, scores), current)
         density = _density_after(r, rounds, start_density, target, schedule)
         round_sparsity = jnp.where(r == rounds, sparsity, 1.0 - density)
+        round_options = options._replace(sparsity=round_sparsity)
+        if revive:
+            scored = _scores_on_batches(method, _straight_through(apply_fn, current), params, batches, round_key,
+                                        round_options)
+        else:
+            scored = _scores_on_batches(method, apply_fn, masks.apply(params, current), batches, round_key,
+                                        round_options)
+        scores = masks.restrict(jax.tree.map(lambda s: sign * s, scored), start if revive else current)
         new = masks.from_scores(scores, params, round_sparsity, scope, allocation)
-        return jax.tree.map(jnp.logical_and, new, current), None
+        return jax.tree.map(jnp.logical_and, new, start if revive else current), None
 
     steps = (jnp.arange(1, rounds + 1), jax.random.split(key, rounds))
     return jax.lax.scan(one_round, start, steps)[0]
+
+
+def _straight_through(apply_fn: ApplyFn, mask: PyTree) -> ApplyFn:
+    """``apply_fn`` evaluated at θ ⊙ m whose derivative in θ is ∂/∂w at w = θ ⊙ m for EVERY weight, pruned or
+    not: w = θ − stop_gradient(θ ⊙ (1 − m))."""
+    def masked(params: PyTree, x: jax.Array) -> jax.Array:
+        return apply_fn(jax.tree.map(lambda p, m: p - jax.lax.stop_gradient(jnp.where(m, 0.0, p)), params, mask), x)
+
+    return masked

@@ -13,7 +13,7 @@ import pytest
 from conftest import assert_close_across_programs
 
 from configs.autosparse import get_config
-from jaxprune import autosparse, masks, models, train
+from jaxprune import autosparse, masks, models, stats, train
 from jaxprune.config import validate_common
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import autosparse as experiment
@@ -161,7 +161,7 @@ def test_tiny_run_dataset_and_ccc(tiny_run):
         params, jax.tree.map(lambda p: p[0], params))], axis=1)
     np.testing.assert_array_equal(rows["x"][:, 0], theta.ravel())
     assert source["rows_per_seed"] == theta.shape[1]
-    assert -1 <= results["prediction_spearman"] <= 1
+    assert -1 <= results["prediction_spearman"] <= 1 and -1 <= results["prediction_spearman_within_layer"] <= 1
 
 
 def test_tiny_run_tables_and_outputs(tiny_run):
@@ -278,3 +278,27 @@ def test_paper_preset_is_the_reference_protocol_and_runs_tiny_on_mock_cifar(run_
     assert "whole training set" in source["gradient"] and results["target"]["dataset"] == "cifar10"
     assert {r["target_dataset"] for r in results["transfer"]} == {"cifar100"}
     assert {r["method"] for r in results["results"]} == {"random", "autosparse"}
+
+
+def test_within_layer_spearman_ignores_the_order_between_layers():
+    """Predictions that order the layers right and every layer backwards: pooled ρ > 0.5, within-layer ρ = −1; a
+    layer of constant survival (ρ undefined) is left out."""
+    rows = {"layer": np.array([0, 0, 0, 1, 1, 1, 2, 2]), "y": np.array([0.0, 0.1, 0.2, 0.6, 0.7, 0.8, 0.5, 0.5])}
+    predicted = np.array([0.2, 0.1, 0.0, 0.8, 0.7, 0.6, 0.4, 0.3])
+    assert float(stats.spearman(predicted, rows["y"])) > 0.5
+    assert experiment.within_layer_spearman(predicted, rows) == pytest.approx(-1.0)
+
+
+def test_the_predictor_key_is_no_seeds_key_and_the_gradient_batch_is_not_drawn_with_the_init_key():
+    keys = jax.random.key_data(common.seed_keys(0, 4096))
+    predictor = jax.random.key_data(experiment.predictor_key(0))
+    assert not np.any(np.all(keys == predictor, axis=1))  # fold_in(key(0), 1), the key it had, is seed 1's
+    config = tiny_config()
+    setup = common.setup(config)
+    init_key = common.init_and_data_keys(setup.keys)[0][0]
+    x, _ = experiment.gradient_batch(config, setup, init_key)
+    scored_by_snip = masking.scoring_batches(setup.train_data, jax.random.split(jax.random.fold_in(init_key, 1))[0],
+                                             config.pai_batches, config.batch_size)[0]
+    with_init_key = masking.scoring_batches(setup.train_data, init_key, config.pai_batches, config.batch_size)[0]
+    np.testing.assert_array_equal(x, scored_by_snip.reshape(x.shape))
+    assert not np.array_equal(x, with_init_key.reshape(x.shape))

@@ -42,6 +42,32 @@ def test_bubeck_sellke_term_against_its_formula():
     assert float(nc.bubeck_sellke(teacher, z, 0.5)) == pytest.approx(0.0, abs=0.15)  # ignores it: ≈ 0
 
 
+def test_the_correlation_quantities_on_hand_made_outputs_teacher_and_noise():
+    f, z = jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, -1.0, 0.0])
+    assert float(nc.paper_correlation(f, z)) == pytest.approx((-1.0 * 1 + 0.0 * -1 + 1.0 * 0) / 3)  # mean f = 2
+    assert float(nc.paper_correlation(f + 7.0, z)) == pytest.approx(-1 / 3)  # the output's mean is removed
+    teacher = jnp.array([0.5, 1.0, -2.0, 0.25])
+    noise = jnp.array([0.3, -0.6, 0.1, 0.2])
+    sigma = 0.5
+    # A net that outputs the teacher fits none of the noise: the noise-only columns are exactly 0, the full ones not.
+    fit_teacher = nc.correlations(teacher, teacher, noise, sigma)
+    assert fit_teacher["noise_only_correlation"] == 0.0 and fit_teacher["noise_only_bubeck_sellke"] == 0.0
+    assert float(fit_teacher["bubeck_sellke"]) == pytest.approx((0.15 - 0.6 - 0.2 + 0.05) / 4 / 0.25)
+    assert abs(float(fit_teacher["correlation"])) > 0.1
+    # A net that outputs teacher + noise fits all of it.
+    fit_all = nc.correlations(teacher + noise, teacher, noise, sigma)
+    assert float(fit_all["noise_only_correlation"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(fit_all["noise_only_bubeck_sellke"]) == pytest.approx(float(jnp.mean(noise**2)) / 0.25, rel=1e-5)
+    # Half the noise: correlation still 1 (scale-free), the Bubeck–Sellke term halves.
+    fit_half = nc.correlations(teacher + noise / 2, teacher, noise, sigma)
+    assert float(fit_half["noise_only_bubeck_sellke"]) == pytest.approx(
+        float(fit_all["noise_only_bubeck_sellke"]) / 2, rel=1e-5)
+    # A constant output fits no noise: 0 everywhere, not NaN.
+    constant = nc.correlations(jnp.full(4, 3.0), teacher, noise, sigma)
+    assert float(constant["correlation"]) == 0.0 and float(constant["paper_correlation"]) == 0.0
+    assert np.isfinite([float(v) for v in constant.values()]).all()
+
+
 def test_regression_scoring_loss_is_half_mean_squared_error_without_temperature():
     x, y = jnp.array([[1.0], [2.0], [3.0]]), jnp.array([0.5, 0.0, 1.0])
     apply_fn = lambda w, x: x * w  # noqa: E731
@@ -73,6 +99,7 @@ def test_tiny_run_reports_the_noise_fitted_at_convergence_by_every_method_and_im
     assert set(by_method) == {"dense", *config.methods, *controls}
     for r in results["results"]:
         assert (np.abs(r["correlation"]) <= 1).all() and np.shape(r["bubeck_sellke"]) == (2,)
+        assert (np.abs(r["noise_only_correlation"]) <= 1).all() and np.shape(r["paper_correlation"]) == (2,)
         assert ((1 <= np.asarray(r["epochs"])) & (np.asarray(r["epochs"]) <= config.max_epochs)).all()
         assert r["p_eff_mi_term"] is None and (r["robustness_scale"] is None) == (r["robustness_note"] is not None)
     # The dense net fits part of the noise.

@@ -120,7 +120,8 @@ def test_snip_equals_theta_times_float64_central_differences():
 @pytest.mark.parametrize("temperature", [200.0, 1.0])
 def test_grasp_equals_theta_times_brute_force_hessian_times_gradient(temperature):
     apply_fn, params, batches = mlp_setup()
-    scores = pai.score("grasp", apply_fn, params, first(batches), jax.random.key(0), temperature=temperature)
+    scores = pai.score("grasp", apply_fn, params, first(batches), jax.random.key(0),
+                       options=pai.ScoringOptions(temperature=temperature))
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         x, y = jnp.asarray(batches[0][0], jnp.float64), batches[1][0]
@@ -212,7 +213,7 @@ def test_iterative_synflow_avoids_layer_collapse_where_single_shot_does_not():
     assert snip[0] < 0.1 * 104 * 8192 / 10368
 
 
-@pytest.mark.parametrize("method", pai.methods())
+@pytest.mark.parametrize("method", [m for m in pai.methods() if m != "npb"])  # npb: Dense chains (test_pai_methods)
 def test_prune_has_exact_sparsity_and_scores_vanish_off_prunable(method):
     apply_fn, params, batches = conv_setup()
     scores = jax.jit(lambda p: pai.score(method, apply_fn, p, first(batches), jax.random.key(0)))(params)

@@ -4,6 +4,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import REGISTRY, masking
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILT_INS = ("random", "magnitude", "snip", "grasp", "synflow")
+BUILT_INS = ("random", "magnitude", "snip", "grasp", "synflow", "iterative_snip", "force", "prospr", "npb")
 
 
 @pytest.fixture(autouse=True)
@@ -77,16 +78,24 @@ def test_a_scorer_gets_the_batches_key_and_options():
         return abs_theta(apply_fn_, params_, batches_, key, options)
 
     pai.register("spy", spy)
-    pai.score("spy", apply_fn, params, jax.tree.map(lambda a: a[0], batches), jax.random.key(7), temperature=3.0)
+    pai.score("spy", apply_fn, params, jax.tree.map(lambda a: a[0], batches), jax.random.key(7),
+              options=pai.ScoringOptions(temperature=3.0))
     jax.tree.map(np.testing.assert_array_equal, seen["batches"], batches)  # one batch: a leading axis of 1
     np.testing.assert_array_equal(seen["out"], apply_fn(params, batches[0][0]))
     assert seen["temperature"] == 3.0
     np.testing.assert_array_equal(jax.random.key_data(seen["key"]), jax.random.key_data(jax.random.key(7)))
 
 
+# Experiments that run no registered scorer: the toy's methods are its own float64-checked implementations
+# (jaxprune.toy), and the noise-correlation curve prunes by IMP only.
+OWN_METHODS = ("toy_mutual_information", "noise_correlation_curve")
+
+
 def test_registered_names_pass_every_experiments_method_validation():
     pai.register("abs_theta", abs_theta)
     for name, experiment in REGISTRY.items():
+        if name in OWN_METHODS:
+            continue
         config = importlib.import_module(f"configs.{name}").get_config()
         if "methods" not in config:
             continue  # irp has no methods
@@ -204,3 +213,38 @@ def test_a_config_file_registering_abs_theta_runs_the_cli_and_equals_magnitude(t
         ours, theirs = rows["absolute_weights", sparsity], rows["magnitude", sparsity]
         for key in ("test_accuracy", "train_accuracy", "test_loss", "density", "layer_density"):
             assert ours[key] == theirs[key], key
+
+
+BAD_SCORER_CONFIG = """from configs import pai as pai_config
+from jaxprune import pai
+
+
+def {name}({args}):
+    return params
+
+
+pai.register("{name}", {name})
+
+
+def get_config():
+    return pai_config.get_config()
+"""
+
+
+@pytest.mark.parametrize("name, args, reason", [
+    ("one_argument", "params", r"score_fn must be callable as score_fn\(apply_fn, params, batches, key, options\) "
+                               r"\(too many positional arguments\)"),
+    ("snip", "apply_fn, params, batches, key, options", "a scorer named 'snip' is already registered"),
+])
+def test_a_refused_registration_in_a_config_file_is_one_line_with_its_reason_and_line(tmp_path, name, args, reason):
+    config_file = tmp_path / "bad_scorer.py"
+    config_file.write_text(BAD_SCORER_CONFIG.format(name=name, args=args))
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "jaxprune.main", f"--config={config_file}",
+                           f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(rf"--config={re.escape(str(config_file))} line 9: pai.register.*{reason}",
+                                         lines[0]), proc.stderr
+    assert not (tmp_path / "run").exists()

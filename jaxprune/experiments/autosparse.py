@@ -47,6 +47,7 @@ from jaxprune.experiments import pai as pai_experiment
 
 TENDENCY_BINS = 20
 EVAL_STREAM = 4  # evaluation seed i: fold_in(key_i, EVAL_STREAM), never seen by the predictor (held_out)
+PREDICTOR_STREAM = 2**32 - 1  # predictor key: fold_in(key(seed), PREDICTOR_STREAM), beyond every int32 seed id
 REPORT_KEYS = ("density", "effective_density", "layer_density", "effective_layer_density", "collapsed_layers",
                "dead_layers", "disconnected")
 
@@ -159,9 +160,12 @@ def for_target(config, model: str, dataset: str):
     return target
 
 
-def gradient_batch(config, setup: common.Setup, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The batch a seed's gradient feature is taken on: ``pai_batches`` random batches, merged."""
-    x, y = masking.scoring_batches(setup.train_data, key, config.pai_batches, config.batch_size)
+def gradient_batch(config, setup: common.Setup, init_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The batch a seed's gradient feature is taken on: the ``pai_batches`` random batches its PaI methods score
+    on (drawn with :func:`jaxprune.experiments.masking.method_key`'s batch key, not the initialization key),
+    merged."""
+    batch_key = jax.random.split(masking.method_key(init_key))[0]
+    x, y = masking.scoring_batches(setup.train_data, batch_key, config.pai_batches, config.batch_size)
     return x.reshape(-1, *x.shape[2:]), y.reshape(-1)
 
 
@@ -209,6 +213,23 @@ def flat_survival(survival, params) -> np.ndarray:
     """Survival counts [S, R] in dataset row order (prunable leaves in leaf order, each flattened)."""
     leaves = masks.prunable_leaves(survival, jax.tree.map(lambda p: p[0], params))
     return np.concatenate([np.asarray(c).reshape(c.shape[0], -1) for c in leaves], axis=1)
+
+
+def predictor_key(seed: int) -> jax.Array:
+    """The predictors' training key: fold_in(key(seed), :data:`PREDICTOR_STREAM`). Seed i of the sweep is
+    fold_in(key(seed), i) with i an int32 ≥ 0 (:func:`jaxprune.experiments.common.seed_keys`), so no seed's key
+    equals it (fold_in(key(seed), 1) did: seed 1's)."""
+    return jax.random.fold_in(jax.random.key(seed), PREDICTOR_STREAM)
+
+
+def within_layer_spearman(predicted: np.ndarray, rows: autosparse.Dataset) -> float:
+    """Mean over prunable layers of Spearman's ρ between predicted and true survival within the layer (layers
+    whose true survival is constant, where ρ is undefined, left out). The pooled ρ also counts the differences
+    between layers, which the layer descriptors predict on their own; this one only the order inside a layer."""
+    layer, y = np.asarray(rows["layer"]), np.asarray(rows["y"])
+    values = [float(stats.spearman(predicted[layer == i], y[layer == i])) for i in np.unique(layer)
+              if np.ptp(y[layer == i]) > 0]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def fit_predictor(config, rows: autosparse.Dataset, feature_set: tuple[str, ...], key,
@@ -350,12 +371,13 @@ def run(config, workdir: str) -> dict:
     variants = {f"autosparse[{spec}]": {**main_options(config), **parse_variant(spec)} for spec in config.variants}
     log(f"survival CCC between data orders {np.mean(ccc):.4f}; training {len(labels)} {config.predictor} "
         f"predictors ({', '.join(labels)}) on {training_rows['y'].shape[0]} rows of {held} seeds")
-    key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    key = predictor_key(config.seed)
     predictors = {label: fit_predictor(config, training_rows, tuple(label.split("+")), key) for label in labels}
     predicted = {label: predict_rows(p, held_rows) for label, p in predictors.items()}
     spearman = {label: float(stats.spearman(p, held_rows["y"])) for label, p in predicted.items()}
-    log("held-out seed, Spearman(predicted, true survival): "
-        + ", ".join(f"{label} {rho:.4f}" for label, rho in spearman.items()))
+    within = {label: within_layer_spearman(p, held_rows) for label, p in predicted.items()}
+    log("held-out seed, Spearman(predicted, true survival) pooled / mean within layer: "
+        + ", ".join(f"{label} {spearman[label]:.4f} / {within[label]:.4f}" for label in labels))
 
     allocation = autosparse.survival_allocation(
         masks.prunable_leaves(survival["first"], jax.tree.map(lambda p: p[0], seeds.params)), config.rounds,
@@ -377,7 +399,8 @@ def run(config, workdir: str) -> dict:
     compared = (*config.methods, "autosparse", *variants)
     by_method = {(r["method"], r["sparsity"]): r for r in tables[target]}
     main_rows = [r for r in tables[target] if r["method"] in compared]
-    ablation = [{"features": label, "prediction_spearman": spearman[label], **by_method[(method_of[label], s)]}
+    ablation = [{"features": label, "prediction_spearman": spearman[label],
+                 "prediction_spearman_within_layer": within[label], **by_method[(method_of[label], s)]}
                 for label in config.ablations for s in config.sparsities]
     transfer = [{"target_model": m, "target_dataset": d, **r}
                 for m, d in transfers for r in tables[(m, d)] if r["method"] in compared]
@@ -392,9 +415,11 @@ def run(config, workdir: str) -> dict:
         "ccc": float(np.mean(ccc)),
         "ccc_per_seed": ccc,
         "prediction_spearman": spearman[main_label],
+        "prediction_spearman_within_layer": within[main_label],
         "results": [{k: r[k] for k in row_keys} for r in main_rows],
         "comparisons": comparisons,
         "ablation": [{"features": r["features"], "prediction_spearman": r["prediction_spearman"],
+                      "prediction_spearman_within_layer": r["prediction_spearman_within_layer"],
                       **{k: r[k] for k in row_keys if k != "method"}} for r in ablation],
         "transfer": [{"target_model": r["target_model"], "target_dataset": r["target_dataset"],
                       **{k: r[k] for k in row_keys}} for r in transfer],

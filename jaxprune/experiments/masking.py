@@ -6,8 +6,10 @@ masks, so "the masks of one method for all seeds" is one call of a one-seed func
 :func:`jaxprune.parallel.seed_map`.
 
 Methods:
-- at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``; SNIP and
-  GraSP score on ``config.pai_batches`` batches drawn from the training set with each seed's own key;
+- at initialization (:mod:`jaxprune.pai`): ``random``, ``magnitude``, ``snip``, ``grasp``, ``synflow``,
+  ``iterative_snip``, ``force``, ``prospr``, ``npb`` and any registered scorer; the data-using ones score on
+  ``config.pai_batches`` batches drawn from the training set with each seed's own key; with
+  ``config.sparsity_target='effective'`` (also ``magnitude_after``) at effective sparsity (:func:`effective_search`);
 - after training: ``magnitude_after`` (train the dense net, keep the largest |θ_T|, rewind to θ_0) and ``imp``
   (iterative magnitude pruning with rewinding, :mod:`jaxprune.irp`, through every target sparsity);
 - learned: ``autosparse`` (the scores of a trained :mod:`jaxprune.autosparse` predictor, passed as ``predictor``,
@@ -28,6 +30,7 @@ from jaxprune.errors import ConfigError
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
 
+METHOD_STREAM = 1  # PaI method key of seed i: fold_in(init_key_i, METHOD_STREAM) (scoring batches, scorer key)
 SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
 REWIRE_STREAM = 4  # rewiring keys of seed i: fold_in(fold_in(init_key_i, REWIRE_STREAM), sparsity index)
 AFTER_TRAINING = ("imp", "magnitude_after")
@@ -46,35 +49,117 @@ def scoring_batches(data: train.Data, key: jax.Array, num_batches: int, batch_si
     return data.x[idx], data.y[idx]
 
 
+def method_rounds(method: str, config) -> int | None:
+    """Rounds of ``method`` from the config (``synflow_rounds``; ``iterative_rounds`` for iterative_snip and
+    force); None = the method's registered count (:class:`jaxprune.pai.Method`)."""
+    return {"synflow": config.synflow_rounds, "iterative_snip": config.iterative_rounds,
+            "force": config.iterative_rounds}.get(method)
+
+
+def scoring_options(config) -> pai.ScoringOptions:
+    """The scorers' options from the config (GraSP's temperature, ProsPr's inner loop, NPB's alpha)."""
+    return pai.ScoringOptions(temperature=config.grasp_temperature, inner_steps=config.prospr_steps,
+                              inner_lr=config.prospr_lr, inner_momentum=config.prospr_momentum,
+                              npb_alpha=config.npb_alpha)
+
+
 def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
-             invert: bool = False, predictor: autosparse.Pruner | None = None):
+             invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None):
     """ONE seed's mask of a PaI method at ``sparsity``.
 
-    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
-    place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
+    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set — the seed's own
+    ``seed_data`` if given, else the shared one — with ``labels`` in place of its labels if given) and the method's
+    own randomness (random scores). ``invert=True`` keeps the lowest
     scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes with ``predictor``'s
     scores (:func:`jaxprune.autosparse.prune`, which the :class:`~jaxprune.autosparse.Pruner` configures: its
     allocation replaces ``config.scope``/``config.allocation``).
     """
     batch_key, score_key = jax.random.split(key)
-    data = setup.train_data if labels is None else train.Data(setup.train_data.x, labels)
+    data = common.train_data_of(setup, seed_data)
+    data = data if labels is None else train.Data(data.x, labels)
     batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
     apply_fn = train.apply_fn_for(setup.model, batch_stats)
     if method == "autosparse":
         return autosparse.prune(predictor, apply_fn, params, batches, sparsity, invert=invert,
                                 train_data=(data.x, data.y))
     return pai.prune(method, apply_fn, params, batches, score_key, sparsity, scope=config.scope,
-                     allocation=config.allocation, rounds=config.synflow_rounds if method == "synflow" else 1,
-                     temperature=config.grasp_temperature, invert=invert)
+                     allocation=config.allocation, rounds=method_rounds(method, config), schedule=config.pai_schedule,
+                     options=scoring_options(config), invert=invert)
 
 
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
-              invert: bool = False, predictor: autosparse.Pruner | None = None) -> dict:
+              invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None) -> dict:
     """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
-    ``keys`` [num_seeds]."""
-    one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
-    prune_all = parallel.seed_map(one_seed, setup.mesh, in_axes=(0, 0, 0, None))
-    return {s: prune_all(params, batch_stats, keys, jnp.float32(s)) for s in sparsities}
+    ``keys`` [num_seeds]; ``seed_data`` every seed's own dataset (``Seeds.data``) or None (shared)."""
+    def one_seed(p, bs, key, own_data, sparsity):
+        return pai_mask(method, config, setup, p, bs, key, sparsity, invert=invert, predictor=predictor,
+                        seed_data=own_data)
+
+    return at_sparsities(method, config, setup, one_seed, (params, batch_stats, keys, seed_data), params,
+                         batch_stats, sparsities)
+
+
+def at_sparsities(method: str, config, setup: common.Setup, mask_at, per_seed: tuple, params, batch_stats,
+                  sparsities, one_device: bool = False) -> dict:
+    """{sparsity: stacked masks} of the ONE-seed ``mask_at(*args, sparsity)``, ``args`` a seed's slice of the
+    stacked ``per_seed``, lifted over the seeds (:func:`jaxprune.parallel.seed_map`). ``config.sparsity_target``
+    'nominal': at each sparsity; 'effective': the :func:`effective_search` mask of each seed (``params`` and
+    ``batch_stats``, the seeds' initial ones, give the connectivity), checked by :func:`reached`."""
+    axes = (0,) * len(per_seed) + (None,)
+    if config.sparsity_target == "nominal":
+        lifted = parallel.seed_map(mask_at, setup.mesh, in_axes=axes, one_device=one_device)
+        return {s: lifted(*per_seed, jnp.float32(s)) for s in sparsities}
+
+    def search(p, bs, *args):
+        *args, sparsity = args
+        return effective_search(lambda s: mask_at(*args, s), effective_counter(setup, p, bs),
+                                masks.count(masks.ones(p), p)[1], sparsity)
+
+    lifted = parallel.seed_map(search, setup.mesh, in_axes=(0, 0, *axes), one_device=one_device)
+    return {s: reached(method, s, lifted(params, batch_stats, *per_seed, jnp.float32(s))) for s in sparsities}
+
+
+def effective_counter(setup: common.Setup, params, batch_stats):
+    """mask ↦ its number of kept prunable weights on an input→output path (:mod:`jaxprune.connectivity`)."""
+    apply_fn = train.apply_fn_for(setup.model, batch_stats)
+    feature_shape = tuple(setup.train_data.x.shape[1:])
+    return lambda m: masks.count(connectivity.effective_mask(apply_fn, params, m, feature_shape), params)[0]
+
+
+def effective_search(mask_at, effective_count, total: int, sparsity) -> tuple:
+    """ONE seed's mask at effective sparsity ``sparsity``, searched over the nominal sparsity (Vysogorets & Kempe
+    2023): (mask_at(1 − k/n), k, its effective count e(k)) for the least nominal kept count k whose e(k) reaches
+    t = round((1 − sparsity) · n), n = ``total`` the prunable weights; by bisection over k ∈ (t − 1, n] (e(k) ≤ k,
+    and the dense mask is all effective), assuming e grows with k. :func:`reached` checks e(k) − t on the host."""
+    target = jnp.round((1.0 - sparsity) * total).astype(jnp.int32)
+    count = lambda k: effective_count(mask_at(1.0 - k / total))
+
+    def halve(bounds):
+        low, high = bounds
+        mid = (low + high) // 2
+        up = count(mid) >= target
+        return jnp.where(up, low, mid), jnp.where(up, mid, high)
+
+    kept = jax.lax.while_loop(lambda b: b[1] - b[0] > 1, halve, (target - 1, jnp.int32(total)))[1]
+    mask = mask_at(1.0 - kept / total)
+    return mask, kept, effective_count(mask)
+
+
+def reached(method: str, sparsity: float, found: tuple):
+    """The stacked masks of :func:`effective_search` 's output ``found`` (seeds stacked); ConfigError, naming
+    the first seed, unless every seed's effective count is within one weight per prunable layer of the target."""
+    stacked, kept, effective = parallel.to_host(found)
+    layers = len(masks.prunable_leaves(stacked, stacked))
+    total = sum(int(np.prod(np.shape(m)[1:])) for m in masks.prunable_leaves(stacked, stacked))
+    target = round((1.0 - sparsity) * total)
+    for seed, (k, e) in enumerate(zip(np.asarray(kept), np.asarray(effective))):
+        if e - target > layers:
+            raise ConfigError(
+                f"config.sparsity_target='effective': {method} cannot reach effective sparsity {sparsity} for seed "
+                f"{seed}: {target} effective weights asked, but its masks jump from fewer to {e} (with {k} kept) "
+                f"as one more weight is kept, more than one per layer ({layers}): the weights it adds reconnect "
+                f"a disconnected part of the network")
+    return found[0]
 
 
 def _shuffle_one_seed(mask, params, init_key, index):
@@ -161,9 +246,8 @@ def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
 def magnitude_after_masks(config, setup: common.Setup, params, batch_stats, order_keys, sparsities) -> dict:
     """{sparsity: stacked masks} keeping the largest |θ_T| of the trained dense nets (one-shot, ``config.scope``)."""
     trained = train_dense(config, setup, params, batch_stats, order_keys).params
-    prune_all = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
-                                  in_axes=(0, None), one_device=True)
-    return {s: prune_all(trained, jnp.float32(s)) for s in sparsities}
+    return at_sparsities("magnitude_after", config, setup, lambda p, s: masks.largest_magnitude(p, s, config.scope),
+                         (trained,), params, batch_stats, sparsities, one_device=True)
 
 
 def imp_masks(config, setup: common.Setup, sparsities, log=None, checkpoint_dir: str | None = None) -> dict:
@@ -187,7 +271,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
 
     ``invert=True`` (PaI methods only) keeps the lowest scores, with the same scoring batches and keys.
     """
-    params, batch_stats, init_keys, order_keys = seeds
+    params, batch_stats, init_keys, order_keys = seeds.params, seeds.batch_stats, seeds.init_keys, seeds.order_keys
     if invert and method in AFTER_TRAINING:
         raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.methods())}, not {method!r}")
     if method in LEARNED and predictor is None:
@@ -196,8 +280,14 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
         return imp_masks(config, setup, sparsities, log, checkpoint_dir)
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
-    method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(init_keys)
-    return pai_masks(method, config, setup, params, batch_stats, method_keys, sparsities, invert, predictor)
+    return pai_masks(method, config, setup, params, batch_stats, jax.vmap(method_key)(init_keys), sparsities,
+                     invert, predictor, seeds.data)
+
+
+def method_key(init_key: jax.Array) -> jax.Array:
+    """A PaI method's key for the seed of initialization key ``init_key``: fold_in(init_key, METHOD_STREAM);
+    :func:`pai_mask` splits it into (scoring-batch key, scorer key)."""
+    return jax.random.fold_in(init_key, METHOD_STREAM)
 
 
 def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask, rewiring: dict | None = None) -> dict:

@@ -75,7 +75,9 @@ from jaxprune.experiments import pai as pai_experiment
 
 MLP_MODELS = models.DENSE_ONLY  # models the spectral-norm-product bound applies to
 AT_INIT = ("snip", "grasp", "synflow", "random")  # the paper's at-initialization methods (ordering check)
+DATA_PER_SEED = True  # config.data_per_seed: every seed trains on its own dataset
 NO_REWIND = "magnitude_after_no_rewind"  # magnitude_after without rewinding: the pruned trained weights train on
+SWAP_STREAM = 5  # per-seed data: seed i's D′ drawn from fold_in(init_key_i, SWAP_STREAM)
 ABLATIONS = ("shuffle", "swap", "rewire")  # controls, rows '<method>+<control>' (module docstring)
 
 
@@ -124,28 +126,33 @@ class Fit(NamedTuple):
 def train_until_converged(
     states: train.TrainState, masks_, data_: train.Data, keys: jax.Array, *, model, tx, batch_size: int,
     max_epochs: int, rule: StopRule | None, probe: Callable | None = None, eval_batch_size: int = 1000,
+    data_axis: int | None = None, probe_data=None,
 ) -> Fit:
     """A BLOCK of masked networks (a leading axis on ``states``, ``masks_``, ``keys``) trained epoch by epoch, epoch e
     of network i with data order ``fold_in(keys[i], e)``, each frozen (state and history) from the epoch its
-    ``rule`` fires (never if None); the loop ends when every network has stopped, or at ``max_epochs``.
+    ``rule`` fires (never if None); the loop ends when every network has stopped, or at ``max_epochs``. ``data_`` is
+    shared by the block (``data_axis=None``) or every network's own (``data_axis=0``: a leading block axis), and
+    so is ``probe_data``.
 
     After every epoch the whole training set is evaluated in inference mode: L_e, A_e of the rule (``history``
-    'loss', 'accuracy'), and ``probe(state) -> {name: scalar}`` if given ('probe/<name>').
+    'loss', 'accuracy'), and ``probe(state, probe_data) -> {name: scalar}`` if given ('probe/<name>').
     A frozen network's state is exactly that of a lone run of its epoch count, whatever the others do. The epoch
     index is shared by the block, so every step's data-order switch stays a branch (not a per-network select).
     One network: add a block axis of 1 (``jax.tree.map(lambda a: a[None], ...)``); ``jax.jit`` it.
     """
-    per_epoch = train.steps_per_epoch(data_.x.shape[0], batch_size)
+    per_epoch = train.steps_per_epoch(data_.x.shape[0 if data_axis is None else 1], batch_size)
     size = keys.shape[0]
 
-    def one_epoch(state, mask, key, e):
-        trained, _, _ = train.train_steps(state, mask, data_, key, e * per_epoch, model=model, tx=tx,
+    def one_epoch(state, mask, key, data, e):
+        trained, _, _ = train.train_steps(state, mask, data[0], key, e * per_epoch, model=model, tx=tx,
                                           num_steps=per_epoch, batch_size=batch_size)
-        fit = train.evaluate(trained.params, trained.batch_stats, data_, model=model, batch_size=eval_batch_size)
-        return trained, fit | ({f"probe/{k}": v for k, v in probe(trained).items()} if probe else {})
+        fit = train.evaluate(trained.params, trained.batch_stats, data[0], model=model, batch_size=eval_batch_size)
+        return trained, fit | ({f"probe/{k}": v for k, v in probe(trained, data[1]).items()} if probe else {})
 
-    names = jax.eval_shape(one_epoch, jax.tree.map(lambda a: a[0], states), jax.tree.map(lambda a: a[0], masks_),
-                           keys[0], 0)[1]
+    first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+    both = (data_, probe_data)
+    names = jax.eval_shape(one_epoch, first(states), first(masks_), keys[0],
+                           both if data_axis is None else first(both), 0)[1]
     history = {k: jnp.full((size, max_epochs), jnp.nan, jnp.float32) for k in names}
 
     def keep(done, new, old):
@@ -157,7 +164,7 @@ def train_until_converged(
 
     def epoch(carry):
         e, states, history, epochs, done = carry
-        trained, metrics = jax.vmap(one_epoch, in_axes=(0, 0, 0, None))(states, masks_, keys, e)
+        trained, metrics = jax.vmap(one_epoch, in_axes=(0, 0, 0, data_axis, None))(states, masks_, keys, both, e)
         recorded = {k: v.at[:, e].set(metrics[k]) for k, v in history.items()}
         stop = (jax.vmap(functools.partial(should_stop, rule), in_axes=(0, 0, None))(
             recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.zeros(size, bool))
@@ -179,7 +186,10 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     (:func:`jaxprune.experiments.common.networks`) are the units of one :func:`jaxprune.parallel.seed_map` call,
     trained in blocks until they converge (:func:`train_until_converged`). Network (c, i) starts from
     ``starts[c]`` (stacked [seeds, ...] weights, masked before training) where given and not None, else from seed
-    i's initial weights. ``probe(apply_fn, params) -> {name: scalar}`` is recorded after every epoch.
+    i's initial weights. ``probe(apply_fn, params, seed_data) -> {name: scalar}`` is recorded after every epoch.
+
+    With ``config.data_per_seed`` network (c, i) trains on seed i's own dataset (``seeds.data``, one
+    :class:`jaxprune.data.SeedData`), which ``probe`` gets as ``seed_data`` (None when the seeds share one).
 
     Returns host arrays [C, seeds, ...]: ``train_accuracy``/``train_loss`` (whole training set, inference mode),
     ``fit_sq_error`` (mean squared error of the fit: ‖softmax(f(x_i)) − e_{y_i}‖² for labels, (f(x_i) − y_i)² for
@@ -187,15 +197,15 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     ``epochs``, ``hit_cap`` (ran ``max_epochs`` without its rule firing), ``history`` (per-epoch),
     ``nonzero`` (‖m‖₀), ``lipschitz_input_gradient``, for MLPs ``lipschitz_spectral_bound``, and with
     ``keep_params`` the final masked weights ``params``."""
-    tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size))
+    tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.y.shape[0], config.batch_size))
     cells = len(mask_sets)
     nets, net_masks = common.networks(setup, seeds, mask_sets)
     if starts is not None and any(s is not None for s in starts):
         params = [seeds.params if s is None else s for s in starts]
         nets = nets._replace(params=setup.shard(jax.tree.map(lambda *p: jnp.concatenate(p), *params)))
-    data_ = setup.train_data
 
-    def finish(state, mask):
+    def finish(state, mask, seed_data):
+        data_ = common.train_data_of(setup, seed_data)
         final = train.evaluate(state.params, state.batch_stats, data_, model=setup.model,
                                batch_size=config.eval_batch_size)
         apply_fn = train.apply_fn_for(setup.model, state.batch_stats)
@@ -212,21 +222,23 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
                "lipschitz_input_gradient": jnp.max(robustness.input_jacobian_norms(apply_fn, state.params, data_.x))}
         return out | ({"params": state.params} if keep_params or config.model in MLP_MODELS else {})
 
-    def block(params, batch_stats, masks_, keys):
-        net_probe = probe and (lambda state: probe(train.apply_fn_for(setup.model, state.batch_stats), state.params))
+    def block(params, batch_stats, masks_, keys, seed_data):
+        net_probe = probe and (lambda state, own_data: probe(train.apply_fn_for(setup.model, state.batch_stats),
+                                                             state.params, own_data))
         states = jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(params, batch_stats, masks_)
-        fit = train_until_converged(states, masks_, data_, keys, model=setup.model, tx=tx,
-                                    batch_size=config.batch_size, max_epochs=max_epochs, rule=rule, probe=net_probe,
-                                    eval_batch_size=config.eval_batch_size)
+        fit = train_until_converged(states, masks_, common.train_data_of(setup, seed_data), keys, model=setup.model,
+                                    tx=tx, batch_size=config.batch_size, max_epochs=max_epochs, rule=rule,
+                                    probe=net_probe, eval_batch_size=config.eval_batch_size,
+                                    data_axis=None if seed_data is None else 0, probe_data=seed_data)
         hit_cap = ~fit.converged if rule else jnp.zeros_like(fit.converged)
-        return jax.vmap(finish)(fit.states, masks_) | {"epochs": fit.epochs, "hit_cap": hit_cap,
-                                                       "history": fit.history}
+        return jax.vmap(finish, in_axes=(0, 0, None if seed_data is None else 0))(fit.states, masks_, seed_data) | {
+            "epochs": fit.epochs, "hit_cap": hit_cap, "history": fit.history}
 
     key = (config.to_json_best_effort(), max_epochs, rule, probe, keep_params)
     if _PROGRAMS.get(key, (None,))[0] is not setup:  # one compile per run, not one per IMP round
         _PROGRAMS.clear()
         _PROGRAMS[key] = (setup, parallel.seed_map(block, setup.mesh, blockwise=True))
-    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys)
+    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data)
     out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if config.model in MLP_MODELS:
         out["lipschitz_spectral_bound"] = np.array([robustness.spectral_norm_product(
@@ -374,6 +386,21 @@ def redrawn_dataset(config, dataset: data.Dataset) -> data.Dataset:
     return redrawn(dataset, config.data_seed, dataset.corrupted | every)
 
 
+def redrawn_seed_data(config, setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
+    """``seeds`` with every seed's own dataset (``config.data_per_seed``) replaced by its D′, a second draw with the
+    same inputs, teacher and test set: the random labels y′ ~ Uniform{0..K−1}, or the noise z′ ~ N(0, noise_std²)
+    (y′ = f*(x) + z′), drawn from fold_in(init_key_i, :data:`SWAP_STREAM`), apart from every key of D."""
+    def one_seed(d, key):
+        if d.noise is None:
+            return d._replace(y_train=jax.random.randint(key, d.y_train.shape, 0, config.num_classes, d.y_train.dtype))
+        clean = d.y_train - d.noise
+        y = clean + config.noise_std * jax.random.normal(key, d.noise.shape, d.noise.dtype)
+        return d._replace(y_train=y, noise=y - clean)
+
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, SWAP_STREAM))(seeds.init_keys)
+    return seeds._replace(data=setup.shard(jax.vmap(one_seed)(seeds.data, keys)))
+
+
 def control_masks(config, setup: common.Setup, seeds: common.Seeds, found: dict, rule: StopRule, log) -> tuple:
     """The masks of every ``config.ablations`` control of every method of ``found`` it applies to (all but random),
     ({(method, control): {sparsity: stacked masks}}, {(method, control): {sparsity: rewiring diagnostics}}):
@@ -387,8 +414,9 @@ def control_masks(config, setup: common.Setup, seeds: common.Seeds, found: dict,
     applies = lambda a: [m for m in found if pai_experiment.ablation_applies(a, m)]  # noqa: E731
     swapped = {}
     if "swap" in config.ablations and applies("swap"):
-        swap_setup = masking.swap_setup(setup, redrawn_dataset(config, setup.dataset))
-        swapped = found_masks(config, swap_setup, seeds, applies("swap"), rule, lambda m: log(f"D′ {m}"))[0]
+        swap_setup, swap_seeds = ((setup, redrawn_seed_data(config, setup, seeds)) if config.data_per_seed else
+                                  (masking.swap_setup(setup, redrawn_dataset(config, setup.dataset)), seeds))
+        swapped = found_masks(config, swap_setup, swap_seeds, applies("swap"), rule, lambda m: log(f"D′ {m}"))[0]
     controls, mixing = {}, {}
     for method in found:
         for ablation in filter(lambda a: pai_experiment.ablation_applies(a, method), config.ablations):
@@ -447,15 +475,16 @@ def rows_by_method(results: list[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: data.Dataset, sigma: float) -> dict:
+def result_row(method: str, sparsity: float, out: dict, report: dict, setup: common.Setup, sigma: float) -> dict:
     """One results.json row: per-seed fit, stopping, mask densities, robustness and, with label noise, the
     fraction of the noisy labels fitted and of the clean ones."""
-    n, d = dataset.x_train.shape[0], int(np.prod(dataset.x_train.shape[1:]))
+    n, d = common.data_size(setup)
     row = {"method": method, "sparsity": float(sparsity), "train_accuracy": out["train_accuracy"],
            "train_loss": out["train_loss"], "epochs": out["epochs"], "hit_cap": out["hit_cap"], **report}
-    if 0 < dataset.corrupted.sum() < n:
-        row |= {"noisy_fitted": out["fitted"][:, dataset.corrupted].mean(1),
-                "clean_fitted": out["fitted"][:, ~dataset.corrupted].mean(1)}
+    corrupted = np.zeros(n, bool) if setup.dataset is None else setup.dataset.corrupted
+    if 0 < corrupted.sum() < n:
+        row |= {"noisy_fitted": out["fitted"][:, corrupted].mean(1),
+                "clean_fitted": out["fitted"][:, ~corrupted].mean(1)}
     return row | robustness.summary(out["nonzero"], out["lipschitz_input_gradient"],
                                     out.get("lipschitz_spectral_bound"), sigma=sigma, num_examples=n, input_dim=d,
                                     fit_sq_error=out["fit_sq_error"])
@@ -464,26 +493,27 @@ def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: d
 def run(config, workdir: str) -> dict:
     """The ``memorization`` experiment end to end; returns the results written to ``results.json``."""
     log = common.Progress("memorization")
-    setup = common.setup(config, random_label_dataset(config))
+    setup = common.setup(config, None if config.data_per_seed else random_label_dataset(config))
     seeds = common.init_seeds(setup)
-    dataset, rule = setup.dataset, StopRule.from_config(config)
-    n = dataset.x_train.shape[0]
+    rule = StopRule.from_config(config)
+    (n, d), dataset = common.data_size(setup), setup.dataset
+    random_labels = "all" if dataset is None or not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()
     log(f"{config.num_seeds} seeds, {len(config.methods)} methods x {len(config.sparsities)} sparsities, ablations "
-        f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {dataset.num_classes} "
-        f"classes, {'all' if not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()} labels random), "
+        f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {setup.num_classes} "
+        f"classes, {random_labels} labels random, {'own dataset per seed' if dataset is None else 'one dataset'}), "
         f"stop rule {config.stop_rule}")
     cells, rounds, dense, rewiring = train_cells(config, setup, seeds, rule, log)
-    sigma = robustness.random_label_std(dataset.num_classes)
+    sigma = robustness.random_label_std(setup.num_classes)
     results = []
     for method, sparsity, stacked, fit in cells:
         report = masking.mask_report(setup, seeds, stacked, rewiring.get((method, sparsity)))
-        results.append(result_row(method, sparsity, fit, report, dataset, sigma))
+        results.append(result_row(method, sparsity, fit, report, setup, sigma))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: memorized {common.mean_std(fit['train_accuracy'])}, "
             f"epochs {fit['epochs'].tolist()}{capped}")
     comparisons = stats.comparisons(results, "train_accuracy", comparison_pairs(results))
     summary = {"experiment": "memorization", "num_seeds": config.num_seeds, "num_examples": n,
-               "input_dim": int(np.prod(dataset.x_train.shape[1:])), "num_classes": dataset.num_classes,
+               "input_dim": d, "num_classes": setup.num_classes, "data_per_seed": config.data_per_seed,
                "label_noise": config.label_noise, "label_std_sigma": sigma, "scope": config.scope,
                "synflow_rounds": config.synflow_rounds, "ablations": list(config.ablations),
                "stop_rule": rule._asdict() | {"max_epochs": config.max_epochs},

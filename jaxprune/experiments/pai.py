@@ -176,6 +176,7 @@ def run(config, workdir: str) -> dict:
         "ablations": list(config.ablations),
         "scope": config.scope,
         "allocation": config.allocation,
+        "sparsity_target": config.sparsity_target,
         "pai_batches": config.pai_batches,
         "pai_batch_size": config.batch_size,
         "synflow_rounds": config.synflow_rounds,
