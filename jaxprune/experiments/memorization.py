@@ -406,8 +406,9 @@ def control_masks(config, setup: common.Setup, seeds: common.Seeds, found: dict,
     ({(method, control): {sparsity: stacked masks}}, {(method, control): {sparsity: rewiring diagnostics}}):
 
     - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`);
-    - ``swap``: the mask the method finds on D′ (:func:`redrawn_dataset`; same inputs, initial weights, keys and
-      data order, only the random labels or the noise drawn again), by :func:`found_masks` on D′;
+    - ``swap``: the mask the method finds on D′ (:func:`redrawn_dataset`, or :func:`redrawn_seed_data` with
+      ``config.data_per_seed``; same inputs, initial weights, keys and data order, only the random labels or the
+      noise drawn again), by :func:`found_masks` on D′;
     - ``rewire``: each layer's mask rewired with every unit's in- and out-degree kept
       (:func:`jaxprune.experiments.masking.rewired`, ``config.rewire_swaps_per_edge``).
     """
