@@ -127,11 +127,12 @@ def test_rewire_keeps_every_units_degrees_and_reports_the_chains_mixing(tiny_set
     one = jax.tree.map(lambda x: x[0], seeds.params)
     for s in config.sparsities:
         assert set(mixing[s]) == {"Dense_0/kernel", "Dense_1/kernel"}
-        for a, b in zip(masks.prunable_leaves(base[s], one), masks.prunable_leaves(rewired[s], one)):
+        for i, (a, b) in enumerate(zip(masks.prunable_leaves(base[s], one), masks.prunable_leaves(rewired[s], one))):
             a, b = np.asarray(a), np.asarray(b)
             np.testing.assert_array_equal(a.sum(1), b.sum(1))  # in-degrees, per seed
             np.testing.assert_array_equal(a.sum(2), b.sum(2))  # out-degrees
-            assert (a != b).reshape(config.num_seeds, -1).any(1).all()
+            if i == 0:  # the 8 x 16 input layer has many masks with its degrees (the 16 x 3 one may be empty)
+                assert (a != b).reshape(config.num_seeds, -1).any(1).all()
 
 
 def test_swap_finds_the_mask_on_the_noisy_labels_drawn_again():

@@ -131,3 +131,24 @@ def test_noise_correlation_probes_every_seed_with_its_own_noise(run_experiment):
     dense = next(r for r in results["results"] if r["method"] == "dense")
     # A dense net fits part of ITS noise (another seed's noise would give ≈ 0).
     assert (np.asarray(dense["correlation"]) > 0.1).all() and np.shape(dense["correlation"]) == (2,)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_swap_draws_every_seeds_labels_or_noise_again_with_its_own_inputs(task):
+    config = (per_seed_config(num_examples=2000) if task == "classification" else
+              nc_tiny_config(data_per_seed=True, num_examples=2000))
+    setup = common.setup(config)
+    seeds = common.init_seeds(setup)
+    d, swapped = seeds.data, mem.redrawn_seed_data(config, setup, seeds).data
+    for key in ("x_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(swapped, key), getattr(d, key))
+    for i in range(config.num_seeds):
+        y, y2 = np.asarray(d.y_train[i], np.float64), np.asarray(swapped.y_train[i], np.float64)
+        if task == "classification":  # independent uniform labels agree with probability 1/K
+            assert abs(np.mean(y == y2) - 1 / config.num_classes) < 4 * np.sqrt(0.25 * 0.75 / 2000)
+            assert stats.chisquare(np.bincount(y2.astype(int), minlength=4)).pvalue > P_FAIL
+        else:  # the same f*(x), an independent noise of the same law
+            z, z2 = np.asarray(d.noise[i], np.float64), np.asarray(swapped.noise[i], np.float64)
+            np.testing.assert_allclose(y2 - z2, y - z, atol=1e-5)
+            assert abs(np.corrcoef(z, z2)[0, 1]) < 4 / np.sqrt(2000)
+            assert abs(z2.std() / config.noise_std - 1) < 4 / np.sqrt(2 * 2000)

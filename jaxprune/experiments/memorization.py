@@ -83,6 +83,7 @@ MLP_MODELS = models.DENSE_ONLY  # models the spectral-norm-product bound applies
 AT_INIT = ("snip", "grasp", "synflow", "random")  # the paper's at-initialization methods (ordering check)
 DATA_PER_SEED = True  # config.data_per_seed: every seed trains on its own dataset
 NO_REWIND = "magnitude_after_no_rewind"  # magnitude_after without rewinding: the pruned trained weights train on
+SWAP_STREAM = 5  # per-seed data: seed i's D′ drawn from fold_in(init_key_i, SWAP_STREAM)
 ABLATIONS = ("shuffle", "swap", "rewire")  # controls, rows '<method>+<control>' (module docstring)
 
 
@@ -441,21 +442,38 @@ def redrawn_dataset(config, dataset: data.Dataset) -> data.Dataset:
     return redrawn(dataset, config.data_seed, dataset.corrupted | every)
 
 
+def redrawn_seed_data(config, setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
+    """``seeds`` with every seed's own dataset (``config.data_per_seed``) replaced by its D′, a second draw with the
+    same inputs, teacher and test set: the random labels y′ ~ Uniform{0..K−1}, or the noise z′ ~ N(0, noise_std²)
+    (y′ = f*(x) + z′), drawn from fold_in(init_key_i, :data:`SWAP_STREAM`), apart from every key of D."""
+    def one_seed(d, key):
+        if d.noise is None:
+            return d._replace(y_train=jax.random.randint(key, d.y_train.shape, 0, config.num_classes, d.y_train.dtype))
+        clean = d.y_train - d.noise
+        y = clean + config.noise_std * jax.random.normal(key, d.noise.shape, d.noise.dtype)
+        return d._replace(y_train=y, noise=y - clean)
+
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, SWAP_STREAM))(seeds.init_keys)
+    return seeds._replace(data=setup.shard(jax.vmap(one_seed)(seeds.data, keys)))
+
+
 def control_masks(config, setup: common.Setup, seeds: common.Seeds, found: dict, rule: StopRule, log) -> tuple:
     """The masks of every ``config.ablations`` control of every method of ``found`` it applies to (all but random),
     ({(method, control): {sparsity: stacked masks}}, {(method, control): {sparsity: rewiring diagnostics}}):
 
     - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`);
-    - ``swap``: the mask the method finds on D′ (:func:`redrawn_dataset`; same inputs, initial weights, keys and
-      data order, only the random labels or the noise drawn again), by :func:`found_masks` on D′;
+    - ``swap``: the mask the method finds on D′ (:func:`redrawn_dataset`, or :func:`redrawn_seed_data` with
+      ``config.data_per_seed``; same inputs, initial weights, keys and data order, only the random labels or the
+      noise drawn again), by :func:`found_masks` on D′;
     - ``rewire``: each layer's mask rewired with every unit's in- and out-degree kept
       (:func:`jaxprune.experiments.masking.rewired`, ``config.rewire_swaps_per_edge``).
     """
     applies = lambda a: [m for m in found if pai_experiment.ablation_applies(a, m)]  # noqa: E731
     swapped = {}
     if "swap" in config.ablations and applies("swap"):
-        swap_setup = masking.swap_setup(setup, redrawn_dataset(config, setup.dataset))
-        swapped = found_masks(config, swap_setup, seeds, applies("swap"), rule, lambda m: log(f"D′ {m}"))[0]
+        swap_setup, swap_seeds = ((setup, redrawn_seed_data(config, setup, seeds)) if config.data_per_seed else
+                                  (masking.swap_setup(setup, redrawn_dataset(config, setup.dataset)), seeds))
+        swapped = found_masks(config, swap_setup, swap_seeds, applies("swap"), rule, lambda m: log(f"D′ {m}"))[0]
     controls, mixing = {}, {}
     for method in found:
         for ablation in filter(lambda a: pai_experiment.ablation_applies(a, method), config.ablations):
