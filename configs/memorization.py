@@ -35,7 +35,11 @@ def get_config():
     c.num_seeds = 8
     c.learning_rate = 1e-2  # CPU budget (module docstring); the paper: 1e-3
     c.prune_fraction = 0.4  # IMP: fraction of survivors pruned per round (every round trained under the stop rule)
-    c.ablations = ("shuffle",)  # rows '<method>+shuffle' (every method but random): same layer densities
+    # Controls, rows '<method>+<control>' for every method but random: 'shuffle' (each layer's mask permuted: same
+    # layer densities), 'swap' (the mask the method finds on D', the same inputs with the random labels drawn again,
+    # trained on D), 'rewire' (each layer's mask rewired keeping every unit's in- and out-degree).
+    c.ablations = ("shuffle", "swap", "rewire")
+    c.rewire_swaps_per_edge = 10.0  # rewire: attempted double-edge swaps per edge (mixing diagnostic in results.json)
     # Convergence (jaxprune/experiments/memorization.py): after epoch >= min_epochs, stop when
     c.stop_rule = "plateau"  # 'plateau': the training loss moved < loss_tol over loss_window epochs;
     #                          'interpolation': the training loss is <= loss_tol

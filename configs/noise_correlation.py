@@ -14,7 +14,7 @@ def get_config():
     c.experiment = "noise_correlation"
     c.dataset = "gaussian"
     c.task = "regression"
-    c.teacher_width = 0  # linear teacher f*(x) = sqrt(d) x Q (unit-variance target)
+    c.teacher_widths = ()  # linear teacher f*(x) = sqrt(d) x Q (unit-variance target)
     c.noise_std = 0.5
     c.num_examples = 500
     c.num_test = 100

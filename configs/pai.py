@@ -23,5 +23,9 @@ def get_config():
     # Sanity checks of Frankle et al. 2021, each adding rows '<method>+<ablation>' for every method but random:
     # 'shuffle' (permute the mask within each layer), 'reinit' (train the mask from a fresh initialization),
     # 'invert' (keep the lowest scores; PaI methods only).
+    # Controls shared with memorization: 'rewire' (each layer's mask rewired keeping every unit's in- and out-degree;
+    # Dense kernels only) and 'swap' (the mask found on the training set with its noisy labels drawn again; needs
+    # label_noise > 0).
     c.ablations = ()
+    c.rewire_swaps_per_edge = 10.0  # rewire: attempted double-edge swaps per edge
     return c

@@ -29,9 +29,10 @@ def base() -> ml_collections.ConfigDict:
     c.input_dim = 20  # gaussian: dimension d
     c.num_classes = 10  # gaussian: classes
     c.labels = "random"  # gaussian: 'random' (independent of x) or 'teacher'
-    c.teacher_width = 0  # gaussian teacher: 0 = linear, h > 0 = one hidden ReLU layer of width h
+    c.teacher_widths = ()  # gaussian teacher: () = linear, (w_1, ..., w_L) = hidden ReLU layers of those widths
     c.task = "classification"  # gaussian: or 'regression' (y = teacher(x) + noise_std * z)
     c.noise_std = 0.5
+    c.data_per_seed = False  # gaussian: every seed draws its own dataset on device (memorization, noise_correlation)
     # Model.
     c.model = "mlp"
     c.widths = (200, 200)  # mlp hidden widths
@@ -170,7 +171,7 @@ def validate_common(config) -> None:
     check_choice(config, "labels", GAUSSIAN_LABELS)
     for key in ("num_seeds", "epochs", "batch_size", "eval_batch_size", "input_dim"):
         check_positive_int(config, key)
-    for key in ("num_examples", "num_test", "teacher_width", "warmup_epochs", "checkpoint_every_steps"):
+    for key in ("num_examples", "num_test", "warmup_epochs", "checkpoint_every_steps"):
         check_positive_int(config, key, minimum=0)
     check_positive_int(config, "num_classes", minimum=2)
     for key in ("seed", "data_seed"):
@@ -189,3 +190,9 @@ def validate_common(config) -> None:
     _check(config.weight_decay >= 0.0, f"config.weight_decay={config.weight_decay!r}: must be >= 0")
     _check(len(config.widths) >= 1 and all(isinstance(w, int) and w >= 1 for w in config.widths),
            f"config.widths={tuple(config.widths)!r}: must be a non-empty tuple of positive integers")
+    _check(isinstance(config.teacher_widths, (list, tuple))
+           and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in config.teacher_widths),
+           f"config.teacher_widths={config.teacher_widths!r}: must be a tuple of positive integers (() = linear)")
+    _check(isinstance(config.data_per_seed, bool), f"config.data_per_seed={config.data_per_seed!r}: must be a bool")
+    if config.data_per_seed:
+        data.check_per_seed(config)

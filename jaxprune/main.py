@@ -140,6 +140,10 @@ def validate(config) -> object:
     config_lib.validate_common(config)
     parallel.check_num_seeds(config.num_seeds, parallel.seed_mesh())
     experiment = REGISTRY[config.experiment]
+    per_seed = [name for name, module in REGISTRY.items() if getattr(module, "DATA_PER_SEED", False)]
+    if config.get("data_per_seed") and config.experiment not in per_seed:
+        raise ConfigError(f"config.data_per_seed=True: experiment {config.experiment!r} shares one dataset between "
+                          f"its seeds; the experiments that draw one per seed: {', '.join(per_seed)}")
     experiment.validate(config)
     return experiment
 

@@ -106,6 +106,20 @@ def _plugin_with_null(
     return bits, se, null
 
 
+def entropy_bits(samples) -> tuple[float, float]:
+    """(plug-in, Miller–Madow) entropy in bits of the discrete ``samples`` [N] (any hashable values).
+
+    Plug-in: Ĥ = −Σ_x (c_x / N) log2(c_x / N) over the K observed values x with counts c_x; it is biased low,
+    E Ĥ = H − (K − 1) / (2 N ln 2) + O(1/N²). Miller–Madow adds that first-order term back:
+    Ĥ_MM = Ĥ + (K − 1) / (2 N ln 2). For a deterministic mask m(D), H(m) = I(m; D) (the toy MI experiment).
+    """
+    _, counts = np.unique(np.asarray(samples), return_counts=True)
+    n = counts.sum()
+    p = counts / n
+    plugin = max(float(-np.sum(p * np.log2(p))), 0.0) + 0.0  # + 0.0: no -0.0
+    return plugin, plugin + (len(counts) - 1) / (2 * n * np.log(2.0))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Cross-fitted logistic-regression bound.
 
@@ -535,6 +549,14 @@ def conditional(per_seed: list[MIResult]) -> MIResult:
     )
 
 
-def p_eff(expected_kept: float, bits: float) -> float:
-    """No Free Prune's effective parameter count E||m||_0 + I(m; D) with I in nats (= bits · ln 2)."""
-    return float(expected_kept + bits * np.log(2.0))
+P_EFF_NOTE = ("p_eff = E||m||_0 + I(m; D): ||m||_0 counts every parameter the mask keeps (the kept prunable weights "
+              "plus every parameter never pruned: biases, normalization), I in nats (bits * ln 2)")
+
+
+def p_eff(nonzero_parameters: float, mi_bits: float | None) -> float:
+    """No Free Prune's effective parameter count p_eff = E||m||_0 + I(m; D), the one definition every experiment
+    uses (:data:`P_EFF_NOTE`): ``nonzero_parameters`` is E||m||_0 over every parameter of the masked network, biases
+    and normalization parameters included (the theorem's p counts every parameter), and I is converted from
+    ``mi_bits`` to nats, I_nats = bits · ln 2 (the paper's summary does not state the base; its law holds up to
+    absolute constants, so the base only rescales I). ``mi_bits=None`` (MI not estimated) adds nothing."""
+    return float(nonzero_parameters + (0.0 if mi_bits is None else mi_bits * np.log(2.0)))

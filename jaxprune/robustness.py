@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import masks
+from jaxprune import masks, mi
 from jaxprune.errors import ConfigError
 
 PyTree = Any
@@ -109,7 +109,7 @@ def robustness_scale(sigma: float, num_examples: int, input_dim: int, p_eff: flo
 
 BELOW_NOISE_NOTE = ("robustness_scale is given only where every seed fits below the noise level (epsilon > 0); "
                     "the law of robustness says nothing about a fit at or above it")
-SCALE_NOTE = "sigma * sqrt(n * d / p_eff) without its constant and log factors; MI term in bits"
+SCALE_NOTE = "sigma * sqrt(n * d / p_eff) without its constant and log factors; p_eff as jaxprune.mi.p_eff"
 
 
 def summary(nonzero_counts, lipschitz_lower, lipschitz_upper, *, sigma: float, num_examples: int,
@@ -117,19 +117,20 @@ def summary(nonzero_counts, lipschitz_lower, lipschitz_upper, *, sigma: float, n
     """JSON-able robustness record of one (method, sparsity) over seeds.
 
     ``nonzero_counts`` [seeds]: ‖m‖₀ of each seed's mask; ``lipschitz_lower`` [seeds]: max input-Jacobian
-    norm over the training set; ``lipschitz_upper`` [seeds] or None (not an MLP). p_eff = mean ‖m‖₀ + mi_bits.
+    norm over the training set; ``lipschitz_upper`` [seeds] or None (not an MLP). p_eff = :func:`jaxprune.mi.p_eff`
+    (mean ‖m‖₀, ``mi_bits`` in nats).
     ``fit_sq_error`` [seeds], if given: the fit's mean squared error (1/n) Σ‖f(x_i) − y_i‖²; the law of robustness
     concerns fits below the noise level, ε = σ² − that error > 0, so ``noise_level_gap`` ε is reported per seed
     and ``robustness_scale`` is None unless ε > 0 for every seed (``robustness_note`` says so).
     """
     density_term = float(np.mean(nonzero_counts))
-    p_eff = density_term + (mi_bits or 0.0)
+    p_eff = mi.p_eff(density_term, mi_bits)
     scale = robustness_scale(sigma, num_examples, input_dim, p_eff)
     out = {
         "p_eff": p_eff,
         "p_eff_density_term": density_term,
         "p_eff_mi_term": mi_bits,
-        "p_eff_note": MI_NOT_ESTIMATED if mi_bits is None else "p_eff = E||m||_0 + I(m; D) (MI in bits)",
+        "p_eff_note": MI_NOT_ESTIMATED if mi_bits is None else mi.P_EFF_NOTE,
         "robustness_scale": scale,
         "robustness_scale_note": SCALE_NOTE,
         "lipschitz_input_gradient": np.asarray(lipschitz_lower, np.float64),

@@ -11,6 +11,13 @@ start, each step computes
 so a pruned weight receives no gradient, no momentum, no weight decay and no Adam update: θ_i stays 0
 bit-exactly (``where`` is used, so even a non-finite update cannot leak through the mask).
 
+Gradient noise (``gradient_noise_std`` σ > 0): every gradient entry gets i.i.d. Gaussian noise before the mask and
+the optimizer, g ← g + σ ξ with ξ ~ N(0, I), drawn at step t from ``fold_in(fold_in(key, NOISE_STREAM), t)`` with
+``key`` the run's data-order key (the epoch orders use ``fold_in(key, e)``, e < NOISE_STREAM): its own stream, so
+noise changes neither the data order nor any other draw. σ may be traced (vmapped over a sweep). A Python 0 skips
+the draw: plain training, bit for bit. A traced 0 adds exact zeros, but in another compiled program, which XLA may
+fuse differently: equal to plain training up to float rounding (1-ulp differences measured).
+
 Non-finite losses are detected inside the compiled loop without a host sync: ``failed_step`` records the
 first step at which a seed's loss was NaN/inf (-1 while healthy) and that seed's parameters are frozen from
 then on, so one diverged seed neither crashes the sweep nor contaminates the others.
@@ -30,6 +37,7 @@ from jaxprune import masks
 
 PyTree = Any
 OPTIMIZERS = ("sgd", "adam", "adamw")
+NOISE_STREAM = 2**31 - 1  # fold_in tag of the gradient-noise key stream (epoch e's order uses fold_in(key, e))
 LR_SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -139,10 +147,21 @@ def loss_and_accuracy(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.A
     return 0.5 * err**2, jnp.zeros_like(err)
 
 
+def add_gradient_noise(grads: PyTree, std, key: jax.Array | None) -> PyTree:
+    """g + std · ξ with ξ ~ N(0, I) i.i.d. over every entry of every leaf (one key per leaf, split from ``key``);
+    ``std`` a Python 0 returns ``grads`` untouched (no draw)."""
+    if isinstance(std, (int, float)) and std == 0:
+        return grads
+    leaves, treedef = jax.tree.flatten(grads)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([g + std * jax.random.normal(k, g.shape, g.dtype) for g, k in zip(leaves, keys)])
+
+
 def train_step(
-    state: TrainState, mask: PyTree, x: jax.Array, y: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation
+    state: TrainState, mask: PyTree, x: jax.Array, y: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
+    gradient_noise_std=0.0, noise_key: jax.Array | None = None,
 ) -> tuple[TrainState, dict]:
-    """One masked optimizer step on a batch; see the module docstring for the masking rule."""
+    """One masked optimizer step on a batch; see the module docstring for the masking rule and gradient noise."""
 
     def batch_loss(params):
         logits, batch_stats = apply_model(model, params, state.batch_stats, x, train=True)
@@ -150,7 +169,7 @@ def train_step(
         return jnp.mean(loss), (batch_stats, jnp.mean(correct))
 
     (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
-    grads = masks.apply(grads, mask)
+    grads = masks.apply(add_gradient_noise(grads, gradient_noise_std, noise_key), mask)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, masks.apply(updates, mask))
     healthy = (state.failed_step < 0) & jnp.isfinite(loss)
@@ -175,7 +194,7 @@ def epoch_order(key: jax.Array, epoch, num_examples: int) -> jax.Array:
 
 def train_steps(
     state: TrainState, mask: PyTree, data: Data, key: jax.Array, first_step, *, model, tx, num_steps: int,
-    batch_size: int, capture_step: int | None = None, captured: PyTree = None,
+    batch_size: int, capture_step: int | None = None, captured: PyTree = None, gradient_noise_std=0.0,
 ) -> tuple[TrainState, dict, PyTree]:
     """Steps ``first_step, …, first_step + num_steps − 1`` of a masked training run, as one ``lax.scan``.
 
@@ -187,10 +206,12 @@ def train_steps(
 
     If ``capture_step`` is given, ``captured`` is replaced by the (params, batch_stats) held *before* step
     ``capture_step`` runs (i.e. after ``capture_step`` updates), for rewinding. Returns the final state, the
-    per-step ``loss`` and ``accuracy`` [num_steps], and ``captured``.
+    per-step ``loss`` and ``accuracy`` [num_steps], and ``captured``. ``gradient_noise_std``: see the module
+    docstring (step t's noise key is a function of (key, t) too, so segments resume bit for bit).
     """
     n = data.x.shape[0]
     per_epoch = steps_per_epoch(n, batch_size)
+    noise_stream = jax.random.fold_in(key, NOISE_STREAM)
 
     def step(carry, t):
         state, order, captured = carry
@@ -201,7 +222,9 @@ def train_steps(
         if capture_step is not None:
             captured = jax.lax.cond(t == capture_step, lambda: (state.params, state.batch_stats), lambda: captured)
         idx = jax.lax.dynamic_slice_in_dim(order, (t % per_epoch) * batch_size, batch_size)
-        state, metrics = train_step(state, mask, data.x[idx], data.y[idx], model=model, tx=tx)
+        noise_key = jax.random.fold_in(noise_stream, t)
+        state, metrics = train_step(state, mask, data.x[idx], data.y[idx], model=model, tx=tx,
+                                    gradient_noise_std=gradient_noise_std, noise_key=noise_key)
         return (state, order, captured), metrics
 
     first_order = epoch_order(key, first_step // per_epoch, n)
@@ -217,7 +240,7 @@ def epoch_means(step_metrics: dict, per_epoch: int) -> dict:
 
 def train(
     state: TrainState, mask: PyTree, data: Data, key: jax.Array, *, model, tx, epochs: int, batch_size: int,
-    capture_step: int | None = None,
+    capture_step: int | None = None, gradient_noise_std=0.0,
 ) -> tuple[TrainState, dict, PyTree]:
     """``epochs`` epochs of masked training from step 0 (:func:`train_steps`; epoch e's order from
     ``fold_in(key, e)``).
@@ -230,7 +253,7 @@ def train(
     captured = (state.params, state.batch_stats) if capture_step is not None else None
     state, metrics, captured = train_steps(
         state, mask, data, key, 0, model=model, tx=tx, num_steps=epochs * per_epoch, batch_size=batch_size,
-        capture_step=capture_step, captured=captured,
+        capture_step=capture_step, captured=captured, gradient_noise_std=gradient_noise_std,
     )
     return state, epoch_means(metrics, per_epoch), captured
 

@@ -106,3 +106,9 @@ def test_stopping_epoch_reads_the_rule_off_a_history(bench):
     rule = module.mem.StopRule(0.01, 1, 3, 0.0)
     assert module.stopping_epoch(rule, np.array([2.0, 1.5, 1.2, 1.195, 1.0]), np.array([0.1, 0.2, 0.3, 0.4, 0.5])) == 4
     assert module.stopping_epoch(rule, np.array([2.0, 1.5, 1.0]), np.array([0.1, 0.2, 0.3])) is None
+
+
+def test_bench_toy_masks_smoke_gives_rates_and_equal_masks(bench, capsys):
+    rates = bench("bench_toy_masks").main(["--smoke"])
+    assert rates["vmapped"] > 0 and rates["loop"] > 0
+    assert "ratio vmapped / loop" in capsys.readouterr().out

@@ -135,21 +135,22 @@ def test_random_labels_uniform_and_independent_of_x():
     assert np.mean(ds.y_train == probe_labels) < 0.15  # chance is 1/K
 
 
-@pytest.mark.parametrize("teacher_width", [0, 64])
-def test_teacher_labels_are_the_teachers_argmax(teacher_width):
+@pytest.mark.parametrize("teacher_widths", [(), (64,), (32, 16)])
+def test_teacher_labels_are_the_teachers_argmax(teacher_widths):
     d, k, seed = 20, 10, 7
-    ds = load(dataset="gaussian", labels="teacher", teacher_width=teacher_width, num_examples=3000,
+    ds = load(dataset="gaussian", labels="teacher", teacher_widths=teacher_widths, num_examples=3000,
               input_dim=d, num_classes=k, data_seed=seed)
-    weights = gaussian.teacher_weights(seed, d, teacher_width, k)
+    weights = gaussian.teacher_weights(seed, d, teacher_widths, k)
+    assert [w.shape for w in weights] == list(zip((d, *teacher_widths), (*teacher_widths, k)))
     q = weights[-1]
     np.testing.assert_allclose(q.T @ q, np.eye(k), atol=1e-12)
     for x, y in [(ds.x_train, ds.y_train), (ds.x_test, ds.y_test)]:
         h = np.sqrt(d) * x.astype(np.float64)
-        if teacher_width:  # phi = standardized ReLU of u = x W_1, written out from its definition
-            u = h @ weights[0] / np.sqrt(d)
+        for w in weights[:-1]:  # phi = standardized ReLU of u = h W_l / sqrt(fan_in), from its definition
+            u = h @ w / np.sqrt(w.shape[0])
             h = (np.maximum(u, 0) - 1 / np.sqrt(2 * np.pi)) / np.sqrt(0.5 - 0.5 / np.pi)
         np.testing.assert_array_equal(y, (h @ q).argmax(axis=1))
-    if teacher_width == 0:  # outputs i.i.d. N(0, 1): classes exactly uniform
+    if not teacher_widths:  # outputs i.i.d. N(0, 1): classes exactly uniform
         assert chi2_uniform(ds.y_train, k) < stats.chi2.isf(P_FAIL, k - 1)
 
 
@@ -159,7 +160,7 @@ def test_regression_noise_is_exactly_y_minus_teacher():
     assert ds.num_classes == 0 and ds.y_train.dtype == ds.noise.dtype == np.float32
     assert not ds.corrupted.any()
     np.testing.assert_array_equal(ds.y_train - ds.clean_y_train, ds.noise)
-    (q,) = gaussian.teacher_weights(seed, d, 0, 1)
+    (q,) = gaussian.teacher_weights(seed, d, (), 1)
     np.testing.assert_allclose(ds.clean_y_train, np.sqrt(d) * ds.x_train.astype(np.float64) @ q[:, 0], atol=1e-5)
     np.testing.assert_allclose(ds.y_test, np.sqrt(d) * ds.x_test.astype(np.float64) @ q[:, 0], atol=1e-5)
     assert ds.clean_y_train.std() == pytest.approx(1.0, abs=0.05)

@@ -133,14 +133,14 @@ def test_vmapped_training_freezes_each_seed_at_its_own_stopping_epoch():
 
 @pytest.fixture(scope="module")
 def tiny_run(run_experiment):
-    return run_experiment(mem, tiny_config())
+    return run_experiment(mem, tiny_config(methods=(*TINY["methods"], "magnitude")))
 
 
 def test_tiny_run_reports_every_method_sparsity_and_seed(tiny_run):
     config, workdir, results = tiny_run
     cells = {(r["method"], r["sparsity"]) for r in results["results"]}
-    shuffled = {f"{m}+shuffle" for m in config.methods if m != "random"}
-    assert cells == {("dense", 0.0)} | {(m, s) for m in (*config.methods, *shuffled) for s in config.sparsities}
+    controls = {f"{m}+{a}" for m in config.methods if m != "random" for a in ("shuffle", "swap", "rewire")}
+    assert cells == {("dense", 0.0)} | {(m, s) for m in (*config.methods, *controls) for s in config.sparsities}
     # 8·16 + 16·4 kernel weights, 16 + 4 biases: ‖m‖₀ = round((1 − s) · 192) + 20.
     for r in results["results"]:
         assert r["p_eff_density_term"] == round((1 - r["sparsity"]) * 192) + 20 and r["p_eff_mi_term"] is None
@@ -151,12 +151,25 @@ def test_tiny_run_reports_every_method_sparsity_and_seed(tiny_run):
         assert np.allclose(r["density"], 1 - r["sparsity"], atol=0.01) and (r["robustness_scale"] is None) == (
             r["robustness_note"] is not None)
     rows = {(r["method"], r["sparsity"]): r for r in results["results"]}
-    for m, s in cells:  # the shuffle control keeps every layer's density of every seed exactly
-        if m.endswith("+shuffle"):
-            assert rows[m, s]["layer_density"] == rows[m[:-len("+shuffle")], s]["layer_density"]
+    for m, s in cells:  # shuffle and rewire keep every layer's density of every seed exactly
+        method, _, control = m.partition("+")
+        if control in ("shuffle", "rewire"):
+            assert rows[m, s]["layer_density"] == rows[method, s]["layer_density"]
+        mixing = rows[m, s].get("rewire_mixing")
+        assert (mixing is not None) == (control == "rewire")
+        if mixing:  # the chains' overlap with the start, per layer, seed and checkpoint
+            assert set(mixing) == {"Dense_0/kernel", "Dense_1/kernel"}
+            assert np.shape(mixing["Dense_0/kernel"]["overlap"]) == (2, 8)
+    # The data-independent magnitude finds the same mask on D': the swap row is the same nets, A − A+swap exactly 0.
+    for s in config.sparsities:
+        for key in ("train_accuracy", "train_loss", "epochs"):
+            np.testing.assert_array_equal(rows["magnitude+swap", s][key], rows["magnitude", s][key])
+        assert next(c["mean_difference"] for c in results["comparisons"]
+                    if (c["a"], c["b"], c["sparsity"]) == ("magnitude", "magnitude+swap", s)) == 0.0
     assert results["num_capped"] == sum(np.sum(r["hit_cap"]) for r in results["results"])
-    assert {(c["a"], c["b"]) for c in results["comparisons"]} >= {("imp", "imp+shuffle"), ("imp", "snip"),
-                                                                  ("imp", "random"), ("snip", "snip+shuffle")}
+    assert {(c["a"], c["b"]) for c in results["comparisons"]} >= {
+        ("imp", "imp+shuffle"), ("imp", "imp+swap"), ("imp", "imp+rewire"), ("imp", "snip"), ("imp", "random"),
+        ("snip", "snip+shuffle"), ("snip", "snip+swap")}
     c = next(c for c in results["comparisons"] if (c["a"], c["b"], c["sparsity"]) == ("imp", "snip", 0.8))
     d = np.asarray(rows["imp", 0.8]["train_accuracy"]) - np.asarray(rows["snip", 0.8]["train_accuracy"])
     assert c["mean_difference"] == pytest.approx(d.mean()) and c["num_pairs"] == 2
@@ -180,6 +193,43 @@ def test_shuffle_control_keeps_layer_counts_and_moves_the_weights():
             assert (a != b).any(axis=1).all()
 
 
+@pytest.mark.parametrize("labels,label_noise", [("random", 0.0), ("teacher", 0.5)])
+def test_swap_draws_the_random_labels_again_and_keeps_the_rest_of_the_data(labels, label_noise):
+    config = tiny_config(num_examples=4000, labels=labels, label_noise=label_noise)
+    d = mem.random_label_dataset(config)
+    swapped = mem.redrawn_dataset(config, d)
+    for key in ("x_train", "x_test", "y_test", "clean_y_train", "corrupted"):
+        np.testing.assert_array_equal(getattr(swapped, key), getattr(d, key))
+    random = d.corrupted if label_noise else np.ones(4000, bool)
+    np.testing.assert_array_equal(swapped.y_train[~random], d.y_train[~random])  # the labels that are not random
+    same, n = np.sum(swapped.y_train[random] == d.y_train[random]), random.sum()
+    assert abs(same / n - 0.25) < 4 * np.sqrt(0.25 * 0.75 / n)  # independent uniform draws agree with prob. 1/K
+    counts = np.bincount(swapped.y_train[random], minlength=4)
+    assert np.sum((counts - n / 4) ** 2 / (n / 4)) < 16.3  # uniform (chi-square, 3 dof, p = 0.001)
+
+
+def test_swap_keeps_init_and_data_order_and_data_independent_methods_find_the_same_mask():
+    config = tiny_config(synflow_rounds=2)
+    d = mem.random_label_dataset(config)
+    setup = common.setup(config, d)
+    swap_setup = masking.swap_setup(setup, mem.redrawn_dataset(config, d))
+    np.testing.assert_array_equal(swap_setup.train_data.x, setup.train_data.x)
+    assert not np.array_equal(swap_setup.train_data.y, setup.train_data.y)
+    assert swap_setup.test_data is setup.test_data and swap_setup.mesh is setup.mesh
+    seeds, swap_seeds = common.init_seeds(setup), common.init_seeds(swap_setup)  # same θ₀ and data-order keys
+    for a, b in zip(jax.tree.leaves((seeds.params, seeds.batch_stats)),
+                    jax.tree.leaves((swap_seeds.params, swap_seeds.batch_stats))):
+        np.testing.assert_array_equal(a, b)
+    for a, b in ((seeds.init_keys, swap_seeds.init_keys), (seeds.order_keys, swap_seeds.order_keys)):
+        np.testing.assert_array_equal(jax.random.key_data(a), jax.random.key_data(b))
+    for method in ("synflow", "snip"):
+        own = masking.method_masks(method, config, setup, seeds, config.sparsities)
+        swapped = masking.method_masks(method, config, swap_setup, seeds, config.sparsities)
+        equal = all(np.array_equal(a, b) for s in config.sparsities
+                    for a, b in zip(jax.tree.leaves(own[s]), jax.tree.leaves(swapped[s])))
+        assert equal == (method == "synflow"), method  # SNIP scores on the labels: its masks move
+
+
 def test_no_rewind_trains_on_from_the_pruned_trained_weights(tiny_run):
     config, _, results = tiny_run
     rows = {(r["method"], r["sparsity"]): r for r in results["results"]}
@@ -195,22 +245,35 @@ def test_no_rewind_trains_on_from_the_pruned_trained_weights(tiny_run):
                                               ("lr_schedule", "cosine", "lr_schedule"), ("task", "regression", "task"),
                                               ("stop_rule", "forever", "stop_rule"),
                                               ("ablations", ("flip",), "ablations"),
+                                              ("rewire_swaps_per_edge", 0, "rewire_swaps_per_edge"),
                                               ("rewind_step", 3, "rewind_step"), ("accuracy_patience", -1, "accuracy")])
 def test_validation_names_the_key(key, value, needle):
     with pytest.raises(ConfigError, match=needle):
         mem.validate(tiny_config(**{key: value}))
 
 
+def test_rewire_on_a_conv_net_is_refused_naming_the_supported_models():
+    with pytest.raises(ConfigError, match="'rewire' is defined for Dense kernels only \\(models mlp, lenet300_100\\)"):
+        mem.validate(tiny_config(model="conv4"))
+    mem.validate(tiny_config(model="conv4", ablations=("shuffle", "swap")))
+
+
 def test_cli_writes_results(tmp_path):
     """Passes once ``memorization`` is registered in jaxprune/experiments/__init__.py."""
-    args = [f"--config.{k}={v}" for k, v in TINY.items() if k != "methods"] + ["--config.methods=('snip','random')"]
+    args = [f"--config.{k}={v}" for k, v in TINY.items() if k != "methods"] + [
+        "--config.methods=('snip','random')", "--config.ablations=('shuffle','swap','rewire')"]
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-m", "jaxprune.main", "--config=configs/memorization.py",
                            f"--workdir={tmp_path / 'run'}", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     results = json.load(open(tmp_path / "run" / "results.json"))
-    assert len(results["results"]) == 1 + 3 * len(TINY["sparsities"])  # snip, snip+shuffle, random
+    assert len(results["results"]) == 1 + 5 * len(TINY["sparsities"])  # snip and its 3 controls, random
+    bad = subprocess.run([sys.executable, "-m", "jaxprune.main", "--config=configs/memorization.py",
+                          f"--workdir={tmp_path / 'bad'}", "--config.ablations=('shuffle','flip')"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "ablations" in bad.stderr
+    assert not os.path.exists(tmp_path / "bad")
 
 
 @pytest.mark.parametrize("panel", [

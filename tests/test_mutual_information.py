@@ -109,11 +109,16 @@ def test_conditional_averages_over_seeds_with_bonferroni():
         mi.conditional([])
 
 
-def test_p_eff_adds_kept_weights_and_nats():
+def test_p_eff_adds_every_kept_parameter_and_nats():
     assert mi.p_eff(140.8, 3.0) == pytest.approx(140.8 + 3.0 * math.log(2.0))
-    row = mie.summary(mi.MIResult(2.0, 1.0, 3.0, np.zeros(2), "classifier"), [], 100.0, 3.0)
-    assert row["p_eff_nats"] == pytest.approx(100 + 2 * math.log(2))
-    assert row["p_eff_nats_interval"] == pytest.approx([100 + math.log(2), 100 + 3 * math.log(2)])
+    assert mi.p_eff(140.8, None) == 140.8  # MI not estimated
+    row = mie.summary(mi.MIResult(2.0, 1.0, 3.0, np.zeros(2), "classifier"), [], 100.0, 10, 3.0, proxy=True)
+    assert row["expected_nonzero"] == 110.0 and row["num_permutations"] == 2 and row["p_eff_is_proxy"]
+    assert row["p_eff_nats"] == pytest.approx(110 + 2 * math.log(2))
+    assert row["p_eff_nats_interval"] == pytest.approx([110 + math.log(2), 110 + 3 * math.log(2)])
+    params = {"Dense_0": {"kernel": np.zeros((3, 4)), "bias": np.zeros(4)}, "Dense_1": {"kernel": np.zeros((4, 2)),
+                                                                                            "bias": np.zeros(2)}}
+    assert mie.unpruned(params) == 6  # the biases
 
 
 @pytest.mark.parametrize("key,value", [("methods", ("random", "nope")), ("num_draws", 1), ("sparsity", 0.0),
@@ -171,7 +176,8 @@ def test_tiny_run_writes_estimates_and_figures(tmp_path):
     assert [r["method"] for r in results["headline"]] == sorted(noise, key=lambda m: -noise[m]["bits"])
     for row in results["headline"]:
         assert row["memorized_fraction"] == pytest.approx(results["capacity"][row["method"]]["memorized_fraction_mean"])
-        assert row["p_eff_nats"] == pytest.approx(mi.p_eff(row["expected_kept"], row["bits"]))
+        assert row["p_eff_nats"] == pytest.approx(mi.p_eff(row["expected_nonzero"], row["bits"]))
+        assert row["expected_nonzero"] > row["expected_kept"] and row["p_eff_is_proxy"]
     assert os.path.exists(tmp_path / "memorization" / "memorization_vs_density.png")
     for name in ("mi_by_method.png", "mi_vs_training_time.png", "mi_vs_imp_round.png", "mi_noise_bits_by_method.png",
                  "mi_vs_training_time_noise_bits.png"):

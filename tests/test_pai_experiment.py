@@ -86,7 +86,7 @@ def test_run_writes_metrics_and_figures(tiny_run):
 
 def test_shuffle_keeps_each_layers_count_and_moves_the_weights(tiny_setup):
     config, setup, seeds, base = tiny_setup
-    same_seeds, shuffled = pai_experiment.ablated("shuffle", "magnitude", config, setup, seeds, base)
+    same_seeds, shuffled, _ = pai_experiment.ablated("shuffle", "magnitude", config, setup, seeds, base)
     assert same_seeds is seeds
     one = jax.tree.map(lambda x: x[0], seeds.params)
     for s in config.sparsities:
@@ -101,7 +101,7 @@ def test_invert_keeps_the_complement_of_a_tie_free_ranking(tiny_setup):
     config, setup, seeds, base = tiny_setup
     one = jax.tree.map(lambda x: x[0], seeds.params)
     assert round(0.5 * num_prunable(one)) * 2 == num_prunable(one)  # half kept: the complement has the same size
-    _, inverted = pai_experiment.ablated("invert", "magnitude", config, setup, seeds, base)
+    _, inverted, _ = pai_experiment.ablated("invert", "magnitude", config, setup, seeds, base)
     for a, b in zip(masks.prunable_leaves(base[0.5], one), masks.prunable_leaves(inverted[0.5], one)):
         np.testing.assert_array_equal(np.asarray(a), ~np.asarray(b))
     for i in range(config.num_seeds):
@@ -112,12 +112,47 @@ def test_invert_keeps_the_complement_of_a_tie_free_ranking(tiny_setup):
 
 def test_reinit_changes_the_weights_but_not_the_mask_or_the_data_order(tiny_setup):
     config, setup, seeds, base = tiny_setup
-    fresh, same_masks = pai_experiment.ablated("reinit", "magnitude", config, setup, seeds, base)
+    fresh, same_masks, _ = pai_experiment.ablated("reinit", "magnitude", config, setup, seeds, base)
     assert same_masks is base
     one = jax.tree.map(lambda x: x[0], seeds.params)
     for a, b in zip(masks.prunable_leaves(fresh.params, one), masks.prunable_leaves(seeds.params, one)):
         assert a.shape == b.shape and not np.any(np.asarray(a) == np.asarray(b))
     np.testing.assert_array_equal(jax.random.key_data(fresh.order_keys), jax.random.key_data(seeds.order_keys))
+
+
+def test_rewire_keeps_every_units_degrees_and_reports_the_chains_mixing(tiny_setup):
+    config, setup, seeds, base = tiny_setup
+    same_seeds, rewired, mixing = pai_experiment.ablated("rewire", "magnitude", config, setup, seeds, base)
+    assert same_seeds is seeds and set(mixing) == set(config.sparsities)
+    one = jax.tree.map(lambda x: x[0], seeds.params)
+    for s in config.sparsities:
+        assert set(mixing[s]) == {"Dense_0/kernel", "Dense_1/kernel"}
+        for a, b in zip(masks.prunable_leaves(base[s], one), masks.prunable_leaves(rewired[s], one)):
+            a, b = np.asarray(a), np.asarray(b)
+            np.testing.assert_array_equal(a.sum(1), b.sum(1))  # in-degrees, per seed
+            np.testing.assert_array_equal(a.sum(2), b.sum(2))  # out-degrees
+            assert (a != b).reshape(config.num_seeds, -1).any(1).all()
+
+
+def test_swap_finds_the_mask_on_the_noisy_labels_drawn_again():
+    config = tiny_config(label_noise=0.5)
+    setup = common.setup(config)
+    seeds = common.init_seeds(setup)
+    for method, moves in (("magnitude", False), ("snip", True)):
+        own = masking.method_masks(method, config, setup, seeds, config.sparsities)
+        same_seeds, swapped, _ = pai_experiment.ablated("swap", method, config, setup, seeds, own)
+        assert same_seeds is seeds
+        equal = all(np.array_equal(a, b) for s in config.sparsities
+                    for a, b in zip(jax.tree.leaves(own[s]), jax.tree.leaves(swapped[s])))
+        assert equal != moves, method
+
+
+@pytest.mark.parametrize("overrides,needle", [(dict(ablations=("swap",)), "needs config.label_noise > 0"),
+                                              (dict(ablations=("rewire",), model="conv2"), "Dense kernels only"),
+                                              (dict(ablations=("flip",)), "ablations")])
+def test_controls_refused_where_undefined(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        pai_experiment.validate(tiny_config(**overrides))
 
 
 def test_ablations_apply_to_every_method_but_random_and_invert_only_at_init():

@@ -65,7 +65,8 @@ def test_p_eff_counts_every_kept_parameter_and_the_scale_formula():
     assert rec["p_eff"] == rec["p_eff_density_term"] == 6.0 and rec["p_eff_mi_term"] is None
     assert "not estimated" in rec["p_eff_note"] and rec["lipschitz_spectral_bound"] is None
     assert rec["robustness_scale"] == pytest.approx(0.5 * np.sqrt(100 * 20 / 6.0))
-    assert robustness.summary([6], [1.0], [2.0], sigma=1.0, num_examples=1, input_dim=1, mi_bits=2.0)["p_eff"] == 8.0
+    with_mi = robustness.summary([6], [1.0], [2.0], sigma=1.0, num_examples=1, input_dim=1, mi_bits=2.0)
+    assert with_mi["p_eff"] == pytest.approx(6.0 + 2.0 * np.log(2.0))  # MI in nats, as jaxprune.mi.p_eff
     assert robustness.random_label_std(4) == pytest.approx(np.sqrt(1 - 1 / 4))
 
 

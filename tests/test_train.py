@@ -145,3 +145,44 @@ def test_training_cut_into_segments_anywhere_equals_one_run_bit_for_bit():
     _, epochs, _ = jax.jit(lambda: train.train(state, mask, data, key, model=model, tx=tx, epochs=3,
                                                batch_size=16))()
     np.testing.assert_allclose(epochs["loss"], np.asarray(whole_metrics["loss"]).reshape(3, 6).mean(1), rtol=1e-6)
+
+
+def test_gradient_noise_zero_equals_plain_training():
+    """σ = 0 given as a number is plain training bit for bit (no draw is made); σ = 0 traced (a vmapped sweep over σ)
+    adds exact zeros but is another compiled program, so it equals plain training up to float rounding (XLA may fuse
+    the optimizer's arithmetic differently: measured 1-ulp differences). σ > 0: the next test."""
+    from conftest import assert_close_across_programs
+
+    model, data, params, batch_stats, tx, mask = setup("adam")
+    state = train.init_state(masks.apply(params, mask), batch_stats, tx)
+    run = lambda s, std: train.train(s, mask, data, jax.random.key(2), model=model, tx=tx, epochs=3,  # noqa: E731
+                                     batch_size=16, gradient_noise_std=std)
+    plain = jax.jit(lambda s: train.train(s, mask, data, jax.random.key(2), model=model, tx=tx, epochs=3,
+                                          batch_size=16))(state)[0]
+    zero = jax.jit(lambda s: run(s, 0.0))(state)[0]
+    traced = jax.jit(run)(state, jnp.zeros(()))[0]
+    for a, b, c in zip(*(jax.tree.leaves(s.params) for s in (plain, zero, traced))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert_close_across_programs(np.asarray(c), np.asarray(a), rtol=1e-5)
+
+
+def test_gradient_noise_is_iid_gaussian_on_every_entry_from_its_own_stream():
+    """One SGD step (lr η, no momentum): noisy − plain = −η σ ξ with ξ the N(0, I) draw of the noise stream, zero
+    on pruned weights; the data order is unchanged (same loss)."""
+    model, data, params, batch_stats, _, mask = setup("sgd")
+    tx = train.make_optimizer("sgd", 0.5, total_steps=1, momentum=0.0)
+    state = train.init_state(masks.apply(params, mask), batch_stats, tx)
+    key, sigma = jax.random.key(5), 0.3
+    run = lambda std: train.train_steps(state, mask, data, key, 0, model=model, tx=tx, num_steps=1,  # noqa: E731
+                                        batch_size=16, gradient_noise_std=std)
+    (plain, plain_metrics, _), (noisy, noisy_metrics, _) = run(0.0), run(sigma)
+    assert float(plain_metrics["loss"][0]) == float(noisy_metrics["loss"][0])
+    noise_key = jax.random.fold_in(jax.random.fold_in(key, train.NOISE_STREAM), 0)
+    xi = train.add_gradient_noise(jax.tree.map(jnp.zeros_like, params), 1.0, noise_key)
+    draws = []
+    for p, q, e, m in zip(*(jax.tree.leaves(t) for t in (plain.params, noisy.params, xi, mask))):
+        expected = np.where(np.asarray(m), -0.5 * sigma * np.asarray(e), 0.0)
+        np.testing.assert_allclose(np.asarray(q) - np.asarray(p), expected, rtol=1e-4, atol=1e-6)
+        draws.append(np.asarray(e).ravel())
+    draws = np.concatenate(draws)
+    assert abs(draws.mean()) < 0.1 and abs(draws.std() - 1.0) < 0.1  # standard normal entries

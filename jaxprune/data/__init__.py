@@ -13,38 +13,78 @@ Config keys (all read with ``config.get(key, default)``, so a config holds only 
 * ``num_test``: test-set size, same rule (gaussian: 0 = 1000; others 0 = whole test split).
 * ``data_dir`` (None = TFDS default): where TFDS datasets are prepared.
 * gaussian only: ``input_dim`` (20), ``num_classes`` (10), ``labels`` ('random' | 'teacher'),
-  ``teacher_width`` (0 = linear teacher, h > 0 = one hidden ReLU layer of width h), ``task``
+  ``teacher_widths`` (() = linear teacher, (w_1, …, w_L) = hidden ReLU layers of those widths), ``task``
   ('classification' | 'regression'), ``noise_std`` (0.5, regression). See :mod:`jaxprune.data.gaussian`.
+* ``data_per_seed`` (False): every seed of a sweep draws its OWN dataset on device (:func:`draw`) instead of
+  sharing the one of ``data_seed``; seed i's from ``data_keys(data_seed, ids)[i]``, so the same whether it runs
+  alone or in the sweep. Synthetic data only (:data:`PER_SEED_DATASETS`).
 """
 from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from jaxprune.data import gaussian, mnist1d, tfds_source
 from jaxprune.data.dataset import Dataset
+from jaxprune.data.gaussian import SeedData
 from jaxprune.data.noise import corrupt_labels, with_label_noise
 from jaxprune.errors import ConfigError
 
 DATASETS = ("mnist1d", "gaussian") + tfds_source.TFDS_DATASETS
 
 GAUSSIAN_DEFAULT_SIZE = 1000  # train and test points when num_examples / num_test are 0
+PER_SEED_DATASETS = ("gaussian",)  # datasets :func:`draw` draws per seed on device
+DATA_STREAM = 0xDA7A  # seed i's data key: fold_in(fold_in(key(data_seed), i), DATA_STREAM)
 
-__all__ = ["DATASETS", "Dataset", "corrupt_labels", "load"]
+__all__ = ["DATASETS", "Dataset", "SeedData", "corrupt_labels", "data_keys", "draw", "load"]
 
 
-def _load_gaussian(config: Any, data_seed: int) -> Dataset:
-    """The Gaussian dataset with the config's gaussian keys (defaults in the module docstring)."""
-    return gaussian.load(
-        data_seed=data_seed,
+def gaussian_keys(config: Any) -> dict:
+    """The Gaussian dataset's arguments from the config's gaussian keys (defaults in the module docstring)."""
+    return dict(
         num_examples=config.get("num_examples", 0) or GAUSSIAN_DEFAULT_SIZE,
         num_test=config.get("num_test", 0) or GAUSSIAN_DEFAULT_SIZE,
         input_dim=config.get("input_dim", 20),
         num_classes=config.get("num_classes", 10),
         labels=config.get("labels", "random"),
         task=config.get("task", "classification"),
-        teacher_width=config.get("teacher_width", 0),
+        teacher_widths=tuple(config.get("teacher_widths", ())),
         noise_std=config.get("noise_std", 0.5),
     )
+
+
+def check_per_seed(config: Any) -> None:
+    """ConfigError (one line) unless ``config.dataset`` can be drawn per seed with the config's keys."""
+    name = config.get("dataset", None)
+    if name not in PER_SEED_DATASETS:
+        raise ConfigError(f"data_per_seed=True with dataset={name!r}: only {', '.join(PER_SEED_DATASETS)} can be "
+                          "drawn per seed (a real dataset is one fixed sample; use data_per_seed=False)")
+    if config.get("label_noise", 0.0) > 0:
+        raise ConfigError(f"data_per_seed=True with label_noise={config.get('label_noise')}: per-seed draws take "
+                          "labels='random' or 'teacher' without label noise")
+    gaussian.check(**gaussian_keys(config))
+
+
+def draw(key: jax.Array, config: Any) -> SeedData:
+    """ONE seed's dataset drawn on device from ``key`` (:func:`jaxprune.data.gaussian.draw` with the config's
+    gaussian keys): jittable (``jax.jit(functools.partial(draw, config=config))``) and vmappable over keys."""
+    check_per_seed(config)
+    return gaussian.draw(key, **gaussian_keys(config))
+
+
+def data_keys(data_seed: int, ids) -> jax.Array:
+    """Seed i's data key for every id i in ``ids``: fold_in(fold_in(key(data_seed), i), DATA_STREAM), a function of
+    (data_seed, i) alone, apart from every model key (those derive from ``config.seed``)."""
+    root = jax.random.key(data_seed)
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(root, i), DATA_STREAM))(
+        jnp.asarray(ids, jnp.int32))
+
+
+def _load_gaussian(config: Any, data_seed: int) -> Dataset:
+    """The Gaussian dataset of ``data_seed`` with the config's gaussian keys."""
+    return gaussian.load(data_seed=data_seed, **gaussian_keys(config))
 
 
 def _load_real(name: str, config: Any, data_seed: int) -> Dataset:

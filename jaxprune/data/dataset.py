@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxprune.errors import ConfigError
 
-STREAMS = ("inputs", "teacher", "labels", "regression_noise", "train_subset", "test_subset")
+STREAMS = ("inputs", "teacher", "labels", "regression_noise", "train_subset", "test_subset", "redraw")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.data.dataset import Dataset
+from jaxprune.data.dataset import Dataset, rng
 from jaxprune.errors import ConfigError
 
 
@@ -50,3 +50,22 @@ def with_label_noise(dataset: Dataset, label_noise: float, data_seed: int) -> Da
         "num_changed": int((y_new != dataset.clean_y_train).sum()),
     }
     return dataclasses.replace(dataset, y_train=y_new, corrupted=corrupted, info=info)
+
+
+def redrawn(dataset: Dataset, data_seed: int, random: np.ndarray | None = None) -> Dataset:
+    """D′, an independent draw of ``dataset``'s randomness with everything else kept (the swap control of the
+    memorization and noise-correlation experiments): the same inputs, clean targets and test set; drawn again from
+    the stream ``'redraw'`` of ``data_seed`` (:func:`jaxprune.data.dataset.rng`), independently of D's draw:
+
+    - classification: the training labels at the positions ``random`` (bool [N], the labels that are random in D),
+      each uniform on the K classes; the others kept;
+    - regression: the noise z′ ~ N(0, σ²), σ = ``info['noise_std']``: y′ = clean_y_train + z′, ``noise`` = y′ −
+      clean_y_train in float32 (as :mod:`jaxprune.data.gaussian` stores z).
+    """
+    draw = rng(data_seed, "redraw")
+    if dataset.num_classes == 0:
+        z = draw.normal(0.0, dataset.info["noise_std"], len(dataset.clean_y_train))
+        y = (dataset.clean_y_train + z).astype(np.float32)
+        return dataclasses.replace(dataset, y_train=y, noise=y - dataset.clean_y_train)
+    labels = draw.integers(0, dataset.num_classes, len(dataset.y_train)).astype(dataset.y_train.dtype)
+    return dataclasses.replace(dataset, y_train=np.where(random, labels, dataset.y_train))

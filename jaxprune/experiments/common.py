@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -32,14 +34,22 @@ def init_and_data_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
 @dataclasses.dataclass(frozen=True)
 class Setup:
     """The dataset (host copy, and device copies replicated over the mesh), the model, one key per seed, and
-    the mesh whose ``'seeds'`` axis every per-seed array is sharded over (:mod:`jaxprune.parallel`)."""
+    the mesh whose ``'seeds'`` axis every per-seed array is sharded over (:mod:`jaxprune.parallel`).
 
-    dataset: data.Dataset
+    With ``config.data_per_seed`` every seed draws its own dataset on device instead (:func:`init_seeds` puts
+    it in ``Seeds.data``): ``dataset`` is then None, ``train_data``/``test_data`` hold the shapes of one seed's
+    arrays (``jax.ShapeDtypeStruct``), ``draw`` is the one-seed draw ``key -> data.SeedData`` and ``data_keys``
+    the seeds' data keys (:func:`jaxprune.data.data_keys`)."""
+
+    dataset: data.Dataset | None
     train_data: train.Data
     test_data: train.Data
     model: nn.Module
     keys: jax.Array  # [num_seeds]
     mesh: jax.sharding.Mesh
+    num_classes: int = 0  # 0 for regression
+    draw: Callable | None = None
+    data_keys: jax.Array | None = None
 
     def shard(self, tree):
         """Put a pytree with a leading seed axis onto the mesh, one block of seeds per device."""
@@ -58,33 +68,48 @@ def check_batch_size(config, num_examples: int) -> None:
 
 def setup(config, dataset: data.Dataset | None = None, mesh: jax.sharding.Mesh | None = None) -> Setup:
     """Load the data (unless given), put it on device, build the model and the per-seed keys; the seeds are
-    sharded over ``mesh`` (default :func:`jaxprune.parallel.seed_mesh`, every device)."""
-    dataset = data.load(config) if dataset is None else dataset
-    check_batch_size(config, len(dataset.y_train))
-    num_outputs = dataset.num_classes if dataset.num_classes > 0 else 1
-    model = models.create(config.model, num_outputs, widths=tuple(config.widths))
-    select_prunable(config.get("prunable", ""), model, dataset.x_train[:1])
+    sharded over ``mesh`` (default :func:`jaxprune.parallel.seed_mesh`, every device). With
+    ``config.data_per_seed`` nothing is loaded: every seed's data is drawn by :func:`init_seeds`."""
     mesh = parallel.seed_mesh() if mesh is None else mesh
-    to_device = lambda x, y: parallel.replicate(train.Data(x, y), mesh)  # noqa: E731
-    return Setup(
-        dataset=dataset,
-        train_data=to_device(dataset.x_train, dataset.y_train),
-        test_data=to_device(dataset.x_test, dataset.y_test),
-        model=model,
-        keys=seed_keys(config.seed, seed_ids(config)),
-        mesh=mesh,
-    )
+    if config.get("data_per_seed", False):
+        draw = functools.partial(data.draw, config=config)
+        one = jax.eval_shape(draw, jax.random.key(0))
+        num_classes = config.num_classes if one.noise is None else 0
+        splits = train.Data(one.x_train, one.y_train), train.Data(one.x_test, one.y_test)
+        per_seed = dict(draw=draw, data_keys=data.data_keys(config.data_seed, seed_ids(config)))
+    else:
+        dataset = data.load(config) if dataset is None else dataset
+        to_device = lambda x, y: parallel.replicate(train.Data(x, y), mesh)  # noqa: E731
+        splits = to_device(dataset.x_train, dataset.y_train), to_device(dataset.x_test, dataset.y_test)
+        num_classes, per_seed = dataset.num_classes, {}
+    check_batch_size(config, splits[0].y.shape[0])
+    model = models.create(config.model, num_classes or 1, widths=tuple(config.widths))
+    select_prunable(config.get("prunable", ""), model, splits[0].x.shape[1:])
+    return Setup(dataset, *splits, model=model, keys=seed_keys(config.seed, seed_ids(config)), mesh=mesh,
+                 num_classes=num_classes, **per_seed)
 
 
-def select_prunable(pattern: str, model: nn.Module, x_example) -> None:
+def select_prunable(pattern: str, model: nn.Module, feature_shape: tuple[int, ...]) -> None:
     """Apply ``config.prunable`` (:func:`jaxprune.masks.select`); ConfigError, naming the model's kernels, if it
     leaves nothing to prune."""
     masks.select(pattern)
-    shapes = jax.eval_shape(lambda: train.init_variables(model, jax.random.key(0), x_example[0])[0])
+    shapes = jax.eval_shape(lambda: train.init_variables(model, jax.random.key(0), jnp.zeros(feature_shape))[0])
     if not masks.prunable_names(shapes):
         names = [masks.path_name(p) for p, k in jax.tree_util.tree_flatten_with_path(masks.kernels(shapes))[0] if k]
         masks.select("")
         raise ConfigError(f"config.prunable={pattern!r} matches none of the model's kernels: {', '.join(names)}")
+
+
+def data_size(setup: Setup) -> tuple[int, int]:
+    """(n, d): training examples per seed and input features (Π of an example's shape)."""
+    shape = setup.train_data.x.shape
+    return shape[0], int(np.prod(shape[1:]))
+
+
+def train_data_of(setup: Setup, seed_data: data.SeedData | None) -> train.Data:
+    """The training set a one-seed function trains or scores on: the seed's own (``seed_data``, with
+    ``config.data_per_seed``) or, when None, the one the seeds share."""
+    return setup.train_data if seed_data is None else train.Data(seed_data.x_train, seed_data.y_train)
 
 
 class Seeds(NamedTuple):
@@ -94,15 +119,19 @@ class Seeds(NamedTuple):
     batch_stats: Any
     init_keys: jax.Array
     order_keys: jax.Array  # data order of training runs
+    data: data.SeedData | None = None  # every seed's own dataset (config.data_per_seed), else None: shared
 
 
 def init_seeds(setup: Setup) -> Seeds:
-    """Initialize every seed's model in one call over the seeds; the same weights for every method."""
+    """Initialize every seed's model in one call over the seeds; the same weights for every method. With
+    ``setup.draw`` (``config.data_per_seed``) every seed's dataset is drawn from its data key in one vmapped call
+    on device (no host loop over datasets)."""
     init_keys, order_keys = init_and_data_keys(setup.keys)
     init = lambda k, x: train.init_variables(setup.model, k, x)  # noqa: E731
     lifted = parallel.seed_map(init, setup.mesh, in_axes=(0, None), one_device=True)
-    params, batch_stats = lifted(init_keys, setup.train_data.x[0])
-    return Seeds(params, batch_stats, *setup.shard((init_keys, order_keys)))
+    params, batch_stats = lifted(init_keys, jnp.zeros(setup.train_data.x.shape[1:], setup.train_data.x.dtype))
+    seed_data = setup.draw and parallel.seed_map(setup.draw, setup.mesh, one_device=True)(setup.data_keys)
+    return Seeds(params, batch_stats, *setup.shard((init_keys, order_keys)), seed_data)
 
 
 def networks(setup: Setup, seeds: Seeds, mask_sets: list) -> tuple[Seeds, Any]:

@@ -18,19 +18,21 @@ Methods:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import autosparse, connectivity, irp, masks, pai, parallel, train
+from jaxprune import autosparse, connectivity, data, irp, masks, models, pai, parallel, rewire, train
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common
 from jaxprune.experiments import irp as irp_experiment
 
 METHOD_STREAM = 1  # PaI method key of seed i: fold_in(init_key_i, METHOD_STREAM) (scoring batches, scorer key)
 SHUFFLE_STREAM = 3  # permutation keys of seed i: fold_in(fold_in(init_key_i, SHUFFLE_STREAM), sparsity index)
+REWIRE_STREAM = 4  # rewiring keys of seed i: fold_in(fold_in(init_key_i, REWIRE_STREAM), sparsity index)
 AFTER_TRAINING = ("imp", "magnitude_after")
 LEARNED = ("autosparse",)
 
@@ -62,17 +64,19 @@ def scoring_options(config) -> pai.ScoringOptions:
 
 
 def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key, sparsity, labels=None, *,
-             invert: bool = False, predictor: autosparse.Pruner | None = None):
+             invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None):
     """ONE seed's mask of a PaI method at ``sparsity``.
 
-    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set, with ``labels`` in
-    place of its labels if given) and the method's own randomness (random scores). ``invert=True`` keeps the lowest
+    ``key`` drives both the scoring batches (``config.pai_batches`` drawn from the training set — the seed's own
+    ``seed_data`` if given, else the shared one — with ``labels`` in place of its labels if given) and the method's
+    own randomness (random scores). ``invert=True`` keeps the lowest
     scores instead (``pai.prune``'s inversion ablation). ``method='autosparse'`` prunes with ``predictor``'s
     scores (:func:`jaxprune.autosparse.prune`, which the :class:`~jaxprune.autosparse.Pruner` configures: its
     allocation replaces ``config.scope``/``config.allocation``).
     """
     batch_key, score_key = jax.random.split(key)
-    data = setup.train_data if labels is None else train.Data(setup.train_data.x, labels)
+    data = common.train_data_of(setup, seed_data)
+    data = data if labels is None else train.Data(data.x, labels)
     batches = scoring_batches(data, batch_key, config.pai_batches, config.batch_size)
     apply_fn = train.apply_fn_for(setup.model, batch_stats)
     if method == "autosparse":
@@ -84,12 +88,15 @@ def pai_mask(method: str, config, setup: common.Setup, params, batch_stats, key,
 
 
 def pai_masks(method: str, config, setup: common.Setup, params, batch_stats, keys, sparsities,
-              invert: bool = False, predictor: autosparse.Pruner | None = None) -> dict:
+              invert: bool = False, predictor: autosparse.Pruner | None = None, seed_data=None) -> dict:
     """{sparsity: stacked masks} of a PaI method (:func:`pai_mask`), one call over the seeds per sparsity;
-    ``keys`` [num_seeds]."""
-    one_seed = functools.partial(pai_mask, method, config, setup, invert=invert, predictor=predictor)
-    return at_sparsities(method, config, setup, one_seed, (params, batch_stats, keys), params, batch_stats,
-                         sparsities)
+    ``keys`` [num_seeds]; ``seed_data`` every seed's own dataset (``Seeds.data``) or None (shared)."""
+    def one_seed(p, bs, key, own_data, sparsity):
+        return pai_mask(method, config, setup, p, bs, key, sparsity, invert=invert, predictor=predictor,
+                        seed_data=own_data)
+
+    return at_sparsities(method, config, setup, one_seed, (params, batch_stats, keys, seed_data), params,
+                         batch_stats, sparsities)
 
 
 def at_sparsities(method: str, config, setup: common.Setup, mask_at, per_seed: tuple, params, batch_stats,
@@ -155,13 +162,72 @@ def reached(method: str, sparsity: float, found: tuple):
     return found[0]
 
 
+def _shuffle_one_seed(mask, params, init_key, index):
+    """One seed's :func:`jaxprune.masks.shuffle_within_layers` with key fold_in(fold_in(init_key, SHUFFLE_STREAM),
+    index)."""
+    return masks.shuffle_within_layers(mask, params, jax.random.fold_in(jax.random.fold_in(init_key, SHUFFLE_STREAM),
+                                                                        index))
+
+
+@functools.cache
+def _shuffle_program(mesh: jax.sharding.Mesh) -> parallel.SeedMap:
+    """:func:`_shuffle_one_seed` over the seeds of ``mesh``, compiled once per mask structure."""
+    return parallel.seed_map(_shuffle_one_seed, mesh, in_axes=(0, 0, 0, None), one_device=True)
+
+
 def shuffled(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> dict:
     """{sparsity: stacked masks} with every prunable layer's entries permuted (``masks.shuffle_within_layers``):
     the same layer densities, the positions forgotten."""
-    shuffle = parallel.seed_map(lambda m, p, k, i: masks.shuffle_within_layers(
-        m, p, jax.random.fold_in(jax.random.fold_in(k, SHUFFLE_STREAM), i)), setup.mesh, in_axes=(0, 0, 0, None),
-        one_device=True)
+    shuffle = _shuffle_program(setup.mesh)
     return {s: shuffle(m, seeds.params, seeds.init_keys, i) for i, (s, m) in enumerate(stacked_masks.items())}
+
+
+def check_rewire(config) -> None:
+    """With ``'rewire'`` in ``config.ablations``: a model whose kernels are all Dense (:data:`jaxprune.models.
+    DENSE_ONLY`) and ``config.rewire_swaps_per_edge`` a number > 0; ConfigError naming the key otherwise."""
+    if "rewire" not in config.ablations:
+        return
+    if config.model not in models.DENSE_ONLY:
+        raise ConfigError(f"config.ablations={tuple(config.ablations)!r}: 'rewire' is defined for Dense kernels only "
+                          f"(models {', '.join(models.DENSE_ONLY)}); config.model={config.model!r} has conv kernels")
+    swaps = config.get("rewire_swaps_per_edge")
+    if isinstance(swaps, bool) or not isinstance(swaps, (int, float)) or not swaps > 0:
+        raise ConfigError(f"config.rewire_swaps_per_edge={swaps!r}: must be a number > 0")
+
+
+def _rewire_one_seed(mask, params, init_key, index, lengths) -> tuple:
+    """One seed's :func:`jaxprune.rewire.rewire_within_layers` with key fold_in(fold_in(init_key, REWIRE_STREAM),
+    index)."""
+    key = jax.random.fold_in(jax.random.fold_in(init_key, REWIRE_STREAM), index)
+    return rewire.rewire_within_layers(mask, params, key, lengths)
+
+
+@functools.cache
+def _rewire_program(mesh: jax.sharding.Mesh) -> parallel.SeedMap:
+    """:func:`_rewire_one_seed` over the seeds of ``mesh``, compiled once per mask structure (its chain lengths are
+    arguments)."""
+    return parallel.seed_map(_rewire_one_seed, mesh, in_axes=(0, 0, 0, None, None), one_device=True)
+
+
+def rewired(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict, swaps_per_edge: float) -> tuple:
+    """({sparsity: stacked masks} with every prunable layer rewired by :func:`jaxprune.rewire.rewire_within_layers`:
+    every unit keeps its exact in- and out-degree, which edges it has is drawn uniformly; {sparsity: {layer:
+    {``overlap`` [seeds, checkpoints], ``accepted`` [seeds]}}}, the chains' mixing diagnostics as host arrays).
+    Each layer's chain attempts ``swaps_per_edge`` swaps per edge of the seed with the most (:func:`jaxprune.rewire.
+    chain_lengths`). ConfigError if a prunable kernel is not 2-D."""
+    lifted = _rewire_program(setup.mesh)
+    one_params = jax.tree.map(lambda a: a[0], seeds.params)
+    out = {s: lifted(m, seeds.params, seeds.init_keys, i, rewire.chain_lengths(m, one_params, swaps_per_edge))
+           for i, (s, m) in enumerate(stacked_masks.items())}
+    return {s: m for s, (m, _) in out.items()}, {s: parallel.to_host(d) for s, (_, d) in out.items()}
+
+
+def swap_setup(setup: common.Setup, redrawn: data.Dataset) -> common.Setup:
+    """``setup`` with its training set replaced by ``redrawn`` (D′ of the swap control: the same inputs, the random
+    part of the targets drawn again, :func:`jaxprune.data.noise.redrawn`); model, keys, mesh and test set unchanged,
+    so a method's mask found on it uses the same initial weights, keys and data order."""
+    train_data = parallel.replicate(train.Data(redrawn.x_train, redrawn.y_train), setup.mesh)
+    return dataclasses.replace(setup, dataset=redrawn, train_data=train_data)
 
 
 def train_dense(config, setup: common.Setup, params, batch_stats, order_keys):
@@ -205,7 +271,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
 
     ``invert=True`` (PaI methods only) keeps the lowest scores, with the same scoring batches and keys.
     """
-    params, batch_stats, init_keys, order_keys = seeds
+    params, batch_stats, init_keys, order_keys = seeds.params, seeds.batch_stats, seeds.init_keys, seeds.order_keys
     if invert and method in AFTER_TRAINING:
         raise ConfigError(f"invert: defined for the PaI methods {', '.join(pai.methods())}, not {method!r}")
     if method in LEARNED and predictor is None:
@@ -215,7 +281,7 @@ def method_masks(method: str, config, setup: common.Setup, seeds: common.Seeds, 
     if method == "magnitude_after":
         return magnitude_after_masks(config, setup, params, batch_stats, order_keys, sparsities)
     return pai_masks(method, config, setup, params, batch_stats, jax.vmap(method_key)(init_keys), sparsities,
-                     invert, predictor)
+                     invert, predictor, seeds.data)
 
 
 def method_key(init_key: jax.Array) -> jax.Array:
@@ -224,8 +290,10 @@ def method_key(init_key: jax.Array) -> jax.Array:
     return jax.random.fold_in(init_key, METHOD_STREAM)
 
 
-def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask) -> dict:
-    """Nominal and effective densities of every seed's mask (host values, one per seed):
+def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask, rewiring: dict | None = None) -> dict:
+    """Nominal and effective densities of every seed's mask (host values, one per seed), and with ``rewiring`` (a
+    mask of :func:`rewired`: its diagnostics at this sparsity) ``rewire_mixing`` {layer: {``overlap`` [seeds]
+    [checkpoints], ``accepted`` [seeds]}}, the chains' mixing diagnostics (:mod:`jaxprune.rewire`):
 
     ``density`` and ``layer_density`` {layer: [seeds]} (kept / size), ``collapsed_layers`` {layer: [seeds whose
     layer kept no weight]}, and from :mod:`jaxprune.connectivity` (kept weights on an input→output path):
@@ -245,7 +313,8 @@ def mask_report(setup: common.Setup, seeds: common.Seeds, stacked_mask) -> dict:
             "effective_density": report["total"]["effective_density"],
             "effective_layer_density": {k: v["effective_density"] for k, v in layers.items()},
             "dead_layers": listed(lambda v: np.asarray(v["effective"]) == 0),
-            "disconnected": np.flatnonzero(report["total"]["disconnected"]).tolist()}
+            "disconnected": np.flatnonzero(report["total"]["disconnected"]).tolist()} | (
+        {} if rewiring is None else {"rewire_mixing": jax.tree.map(lambda a: np.asarray(a).tolist(), rewiring)})
 
 
 def train_masked(config, setup: common.Setup, seeds: common.Seeds, stacked_masks) -> dict:

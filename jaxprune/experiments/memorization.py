@@ -10,10 +10,20 @@ Every seed's dense net is first trained from its initial weights θ_0 to converg
   ``magnitude_after_no_rewind``: the same mask, trained on from the pruned trained weights θ_T ⊙ m (Synaptic-Flow's
   singleshot, which does not rewind);
 - the PaI methods (:func:`jaxprune.experiments.masking.method_masks`; ``scope``, ``synflow_rounds`` as configured);
-- ``ablations=('shuffle',)``: for every method but random, ``<method>+shuffle`` permutes each layer's mask
-  (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's control): the same layer densities, no
-  data-dependent placement, the same start. ``A − A+shuffle`` is the part of A's capacity that comes from WHERE its
-  mask puts the weights, not how many per layer.
+- ``ablations``, controls that replace the mask only (same start, same training), each adding rows
+  ``<method>+<control>`` for every method but random (:func:`control_masks`):
+
+  - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`, the pai experiment's
+    control): the same layer densities, no placement. It also cuts paths (effective density falls).
+  - ``swap``: the mask the method finds on D′, an independent draw of the data with everything else kept: the same
+    inputs, initial weights, keys and data order, only the random labels (here) or the noise (noise correlation)
+    drawn again (:func:`redrawn_dataset`); trained and measured on D. ``A − A+swap`` is the capacity A's mask owes
+    to information about THIS dataset; a data-independent method (random, magnitude, SynFlow) finds the same mask
+    on D′, so its difference is exactly 0, which calibrates the control.
+  - ``rewire``: each layer's mask rewired keeping every unit's exact in- and out-degree (:mod:`jaxprune.rewire`,
+    ``rewire_swaps_per_edge`` attempted double-edge swaps per edge; the chains' mixing diagnostic in the row's
+    ``rewire_mixing``): the weights per unit, the dead units and, for one hidden layer, the path counts stay;
+    which edges are kept becomes random. ``A − A+rewire`` separates "which edges" from "which units".
 
 Every masked network (methods × sparsities × controls × seeds) then trains in ONE jitted, doubly vmapped call until
 it converges; its memorized fraction, the accuracy on its own training set in inference mode, is reported with the
@@ -55,18 +65,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, irp, masks, parallel, plotting, robustness, stats, train
+from jaxprune import data, irp, masks, models, parallel, plotting, robustness, stats, train
 from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
-from jaxprune.data.noise import with_label_noise
+from jaxprune.data.noise import redrawn, with_label_noise
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import pai as pai_experiment
 
-MLP_MODELS = ("mlp", "lenet300_100")  # models the spectral-norm-product bound applies to
+MLP_MODELS = models.DENSE_ONLY  # models the spectral-norm-product bound applies to
 AT_INIT = ("snip", "grasp", "synflow", "random")  # the paper's at-initialization methods (ordering check)
+DATA_PER_SEED = True  # config.data_per_seed: every seed trains on its own dataset
 NO_REWIND = "magnitude_after_no_rewind"  # magnitude_after without rewinding: the pruned trained weights train on
-ABLATIONS = ("shuffle",)  # the pai experiment's spelling: rows '<method>+shuffle'
+ABLATIONS = ("shuffle", "swap", "rewire")  # controls, rows '<method>+<control>' (module docstring)
 
 
 STOP_RULES = ("plateau", "interpolation")
@@ -114,28 +125,33 @@ class Fit(NamedTuple):
 def train_until_converged(
     states: train.TrainState, masks_, data_: train.Data, keys: jax.Array, *, model, tx, batch_size: int,
     max_epochs: int, rule: StopRule | None, probe: Callable | None = None, eval_batch_size: int = 1000,
+    data_axis: int | None = None, probe_data=None,
 ) -> Fit:
     """A BLOCK of masked networks (a leading axis on ``states``, ``masks_``, ``keys``) trained epoch by epoch, epoch e
     of network i with data order ``fold_in(keys[i], e)``, each frozen (state and history) from the epoch its
-    ``rule`` fires (never if None); the loop ends when every network has stopped, or at ``max_epochs``.
+    ``rule`` fires (never if None); the loop ends when every network has stopped, or at ``max_epochs``. ``data_`` is
+    shared by the block (``data_axis=None``) or every network's own (``data_axis=0``: a leading block axis), and
+    so is ``probe_data``.
 
     After every epoch the whole training set is evaluated in inference mode: L_e, A_e of the rule (``history``
-    'loss', 'accuracy'), and ``probe(state) -> {name: scalar}`` if given ('probe/<name>').
+    'loss', 'accuracy'), and ``probe(state, probe_data) -> {name: scalar}`` if given ('probe/<name>').
     A frozen network's state is exactly that of a lone run of its epoch count, whatever the others do. The epoch
     index is shared by the block, so every step's data-order switch stays a branch (not a per-network select).
     One network: add a block axis of 1 (``jax.tree.map(lambda a: a[None], ...)``); ``jax.jit`` it.
     """
-    per_epoch = train.steps_per_epoch(data_.x.shape[0], batch_size)
+    per_epoch = train.steps_per_epoch(data_.x.shape[0 if data_axis is None else 1], batch_size)
     size = keys.shape[0]
 
-    def one_epoch(state, mask, key, e):
-        trained, _, _ = train.train_steps(state, mask, data_, key, e * per_epoch, model=model, tx=tx,
+    def one_epoch(state, mask, key, data, e):
+        trained, _, _ = train.train_steps(state, mask, data[0], key, e * per_epoch, model=model, tx=tx,
                                           num_steps=per_epoch, batch_size=batch_size)
-        fit = train.evaluate(trained.params, trained.batch_stats, data_, model=model, batch_size=eval_batch_size)
-        return trained, fit | ({f"probe/{k}": v for k, v in probe(trained).items()} if probe else {})
+        fit = train.evaluate(trained.params, trained.batch_stats, data[0], model=model, batch_size=eval_batch_size)
+        return trained, fit | ({f"probe/{k}": v for k, v in probe(trained, data[1]).items()} if probe else {})
 
-    names = jax.eval_shape(one_epoch, jax.tree.map(lambda a: a[0], states), jax.tree.map(lambda a: a[0], masks_),
-                           keys[0], 0)[1]
+    first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+    both = (data_, probe_data)
+    names = jax.eval_shape(one_epoch, first(states), first(masks_), keys[0],
+                           both if data_axis is None else first(both), 0)[1]
     history = {k: jnp.full((size, max_epochs), jnp.nan, jnp.float32) for k in names}
 
     def keep(done, new, old):
@@ -147,7 +163,7 @@ def train_until_converged(
 
     def epoch(carry):
         e, states, history, epochs, done = carry
-        trained, metrics = jax.vmap(one_epoch, in_axes=(0, 0, 0, None))(states, masks_, keys, e)
+        trained, metrics = jax.vmap(one_epoch, in_axes=(0, 0, 0, data_axis, None))(states, masks_, keys, both, e)
         recorded = {k: v.at[:, e].set(metrics[k]) for k, v in history.items()}
         stop = (jax.vmap(functools.partial(should_stop, rule), in_axes=(0, 0, None))(
             recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.zeros(size, bool))
@@ -169,7 +185,10 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     (:func:`jaxprune.experiments.common.networks`) are the units of one :func:`jaxprune.parallel.seed_map` call,
     trained in blocks until they converge (:func:`train_until_converged`). Network (c, i) starts from
     ``starts[c]`` (stacked [seeds, ...] weights, masked before training) where given and not None, else from seed
-    i's initial weights. ``probe(apply_fn, params) -> {name: scalar}`` is recorded after every epoch.
+    i's initial weights. ``probe(apply_fn, params, seed_data) -> {name: scalar}`` is recorded after every epoch.
+
+    With ``config.data_per_seed`` network (c, i) trains on seed i's own dataset (``seeds.data``, one
+    :class:`jaxprune.data.SeedData`), which ``probe`` gets as ``seed_data`` (None when the seeds share one).
 
     Returns host arrays [C, seeds, ...]: ``train_accuracy``/``train_loss`` (whole training set, inference mode),
     ``fit_sq_error`` (mean squared error of the fit: ‖softmax(f(x_i)) − e_{y_i}‖² for labels, (f(x_i) − y_i)² for
@@ -177,15 +196,15 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     ``epochs``, ``hit_cap`` (ran ``max_epochs`` without its rule firing), ``history`` (per-epoch),
     ``nonzero`` (‖m‖₀), ``lipschitz_input_gradient``, for MLPs ``lipschitz_spectral_bound``, and with
     ``keep_params`` the final masked weights ``params``."""
-    tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size))
+    tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.y.shape[0], config.batch_size))
     cells = len(mask_sets)
     nets, net_masks = common.networks(setup, seeds, mask_sets)
     if starts is not None and any(s is not None for s in starts):
         params = [seeds.params if s is None else s for s in starts]
         nets = nets._replace(params=setup.shard(jax.tree.map(lambda *p: jnp.concatenate(p), *params)))
-    data_ = setup.train_data
 
-    def finish(state, mask):
+    def finish(state, mask, seed_data):
+        data_ = common.train_data_of(setup, seed_data)
         final = train.evaluate(state.params, state.batch_stats, data_, model=setup.model,
                                batch_size=config.eval_batch_size)
         apply_fn = train.apply_fn_for(setup.model, state.batch_stats)
@@ -202,21 +221,23 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
                "lipschitz_input_gradient": jnp.max(robustness.input_jacobian_norms(apply_fn, state.params, data_.x))}
         return out | ({"params": state.params} if keep_params or config.model in MLP_MODELS else {})
 
-    def block(params, batch_stats, masks_, keys):
-        net_probe = probe and (lambda state: probe(train.apply_fn_for(setup.model, state.batch_stats), state.params))
+    def block(params, batch_stats, masks_, keys, seed_data):
+        net_probe = probe and (lambda state, own_data: probe(train.apply_fn_for(setup.model, state.batch_stats),
+                                                             state.params, own_data))
         states = jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(params, batch_stats, masks_)
-        fit = train_until_converged(states, masks_, data_, keys, model=setup.model, tx=tx,
-                                    batch_size=config.batch_size, max_epochs=max_epochs, rule=rule, probe=net_probe,
-                                    eval_batch_size=config.eval_batch_size)
+        fit = train_until_converged(states, masks_, common.train_data_of(setup, seed_data), keys, model=setup.model,
+                                    tx=tx, batch_size=config.batch_size, max_epochs=max_epochs, rule=rule,
+                                    probe=net_probe, eval_batch_size=config.eval_batch_size,
+                                    data_axis=None if seed_data is None else 0, probe_data=seed_data)
         hit_cap = ~fit.converged if rule else jnp.zeros_like(fit.converged)
-        return jax.vmap(finish)(fit.states, masks_) | {"epochs": fit.epochs, "hit_cap": hit_cap,
-                                                       "history": fit.history}
+        return jax.vmap(finish, in_axes=(0, 0, None if seed_data is None else 0))(fit.states, masks_, seed_data) | {
+            "epochs": fit.epochs, "hit_cap": hit_cap, "history": fit.history}
 
     key = (config.to_json_best_effort(), max_epochs, rule, probe, keep_params)
     if _PROGRAMS.get(key, (None,))[0] is not setup:  # one compile per run, not one per IMP round
         _PROGRAMS.clear()
         _PROGRAMS[key] = (setup, parallel.seed_map(block, setup.mesh, blockwise=True))
-    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys)
+    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data)
     out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if config.model in MLP_MODELS:
         out["lipschitz_spectral_bound"] = np.array([robustness.spectral_norm_product(
@@ -250,6 +271,7 @@ def validate_training(config) -> None:
     check_sparsities(config)
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
+    masking.check_rewire(config)
     validate_pruning(config)
     check_choice(config, "stop_rule", STOP_RULES)
     check_positive_int(config, "max_epochs")
@@ -305,8 +327,8 @@ def cell(out: dict, c: int) -> dict:
 
 
 def comparison_pairs(rows: list[dict]) -> list[tuple[str, str]]:
-    """The pairs (A, B) compared: every method against its ``+shuffle`` control, rewinding against not, every
-    after-training method against every at-initialization method (those present)."""
+    """The pairs (A, B) compared: every method against each of its controls (``+shuffle``, ``+swap``, ``+rewire``),
+    rewinding against not, every after-training method against every at-initialization method (those present)."""
     present = list(dict.fromkeys(r["method"] for r in rows))
     after = [m for m in (*masking.AFTER_TRAINING, NO_REWIND) if m in present]
     pairs = [(m, f"{m}+{a}") for m in present for a in ABLATIONS if f"{m}+{a}" in present]
@@ -328,55 +350,103 @@ def ordering(results: list[dict]) -> list[dict]:
     return rows
 
 
-def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
-    """(cells to train, trained cells, IMP rounds, dense pre-training): (method, sparsity, stacked masks, start
-    weights or None) for every method of ``config.methods`` at every ``config.sparsities`` but IMP, and every
-    ``config.ablations`` control (the shuffled masks, same start); (method, sparsity, masks, outputs) for the nets
-    trained already (``probe`` recorded): the dense net and IMP; the IMP rounds of :func:`imp_rounds` ({} without
-    IMP); :func:`pretrain_dense`'s outputs, or None when no method needs a trained net (then the dense row is
-    among the cells to train)."""
+def found_masks(config, setup: common.Setup, seeds: common.Seeds, methods, rule: StopRule, log,
+                probe=None) -> tuple:
+    """The masks every method of ``methods`` finds on ``setup``'s training set at every ``config.sparsities``:
+    ({method: {sparsity: stacked masks}}, the IMP rounds of :func:`imp_rounds` ({} without IMP), the dense
+    pre-training of :func:`pretrain_dense` or None when no method needs a trained net). ``magnitude_after`` and
+    :data:`NO_REWIND` share one set of largest-|θ_T| masks."""
     ones = jax.vmap(masks.ones)(seeds.params)
     dense = (pretrain_dense(config, setup, seeds, rule, probe)
-             if set(config.methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
-    if dense is None:
-        to_train, done = [("dense", 0.0, ones, None)], []
-    else:
-        to_train, done = [], [("dense", 0.0, ones, dense)]
+             if set(methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
+    if dense is not None:
         log(f"dense pre-training: train loss {common.mean_std(dense['train_loss'])}, accuracy "
             f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
-    rounds, after_training = {}, {}  # after_training: the largest-|θ_T| masks, shared by both magnitude_after rows
-    for method in config.methods:
-        start = dense["params"] if method == NO_REWIND else None
+    found, rounds = {}, {}
+    for method in methods:
         if method == "imp":
             rounds = imp_rounds(config, setup, seeds, dense, rule, log, probe)
-            at = {s: rounds.get(1.0 - s, (ones, dense)) for s in config.sparsities}  # sparsity 0: the dense net
-            by_sparsity = {s: mask for s, (mask, _) in at.items()}
-            done += [("imp", s, mask, fit) for s, (mask, fit) in at.items()]
+            found[method] = {s: rounds.get(1.0 - s, (ones,))[0] for s in config.sparsities}  # sparsity 0: dense
         elif method in ("magnitude_after", NO_REWIND):
-            if not after_training:
-                prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
-                                          in_axes=(0, None), one_device=True)
-                after_training = {s: prune(dense["params"], jnp.float32(s)) for s in config.sparsities}
-            by_sparsity = after_training
+            shared = found.get("magnitude_after", found.get(NO_REWIND))
+            prune = parallel.seed_map(lambda p, s: masks.largest_magnitude(p, s, config.scope), setup.mesh,
+                                      in_axes=(0, None), one_device=True)
+            found[method] = shared or {s: prune(dense["params"], jnp.float32(s)) for s in config.sparsities}
         else:
-            by_sparsity = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
-        if method != "imp":
-            to_train += [(method, s, m, start) for s, m in by_sparsity.items()]
-        for ablation in filter(lambda a: pai_experiment.ablation_applies(a, method), config.ablations):
-            to_train += [(f"{method}+{ablation}", s, m, start)
-                         for s, m in masking.shuffled(setup, seeds, by_sparsity).items()]
+            found[method] = masking.method_masks(method, config, setup, seeds, config.sparsities, log)
         log(f"masks: {method}")
-    return to_train, done, rounds, dense
+    return found, rounds, dense
+
+
+def redrawn_dataset(config, dataset: data.Dataset) -> data.Dataset:
+    """D′ of the swap control (:func:`jaxprune.data.noise.redrawn`): the regression noise, or the labels that are
+    random in ``dataset`` (every label of gaussian ``labels='random'``, else the ``corrupted`` ones), drawn again."""
+    every = config.dataset == "gaussian" and config.labels == "random"
+    return redrawn(dataset, config.data_seed, dataset.corrupted | every)
+
+
+def control_masks(config, setup: common.Setup, seeds: common.Seeds, found: dict, rule: StopRule, log) -> tuple:
+    """The masks of every ``config.ablations`` control of every method of ``found`` it applies to (all but random),
+    ({(method, control): {sparsity: stacked masks}}, {(method, control): {sparsity: rewiring diagnostics}}):
+
+    - ``shuffle``: each layer's mask permuted (:func:`jaxprune.experiments.masking.shuffled`);
+    - ``swap``: the mask the method finds on D′ (:func:`redrawn_dataset`; same inputs, initial weights, keys and
+      data order, only the random labels or the noise drawn again), by :func:`found_masks` on D′;
+    - ``rewire``: each layer's mask rewired with every unit's in- and out-degree kept
+      (:func:`jaxprune.experiments.masking.rewired`, ``config.rewire_swaps_per_edge``).
+    """
+    applies = lambda a: [m for m in found if pai_experiment.ablation_applies(a, m)]  # noqa: E731
+    swapped = {}
+    if "swap" in config.ablations and applies("swap"):
+        swap_setup = masking.swap_setup(setup, redrawn_dataset(config, setup.dataset))
+        swapped = found_masks(config, swap_setup, seeds, applies("swap"), rule, lambda m: log(f"D′ {m}"))[0]
+    controls, mixing = {}, {}
+    for method in found:
+        for ablation in filter(lambda a: pai_experiment.ablation_applies(a, method), config.ablations):
+            if ablation == "shuffle":
+                controls[method, ablation] = masking.shuffled(setup, seeds, found[method])
+            elif ablation == "swap":
+                controls[method, ablation] = swapped[method]
+            else:
+                controls[method, ablation], mixing[method, ablation] = masking.rewired(
+                    setup, seeds, found[method], config.rewire_swaps_per_edge)
+    return controls, mixing
+
+
+def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
+    """(cells to train, trained cells, IMP rounds, dense pre-training, rewiring diagnostics): (method, sparsity,
+    stacked masks, start weights or None) for every method of ``config.methods`` at every ``config.sparsities`` but
+    IMP, each followed by its ``config.ablations`` controls (:func:`control_masks`; same start as the method);
+    (method, sparsity, masks, outputs) for the nets trained already (``probe`` recorded): the dense net and IMP; the
+    IMP rounds of :func:`imp_rounds` ({} without IMP); :func:`pretrain_dense`'s outputs, or None when no method
+    needs a trained net (then the dense row is among the cells to train); {(row name, sparsity): the rewiring
+    diagnostics of that ``+rewire`` row}."""
+    ones = jax.vmap(masks.ones)(seeds.params)
+    found, rounds, dense = found_masks(config, setup, seeds, config.methods, rule, log, probe)
+    controls, mixing = control_masks(config, setup, seeds, found, rule, log)
+    to_train, done = ([("dense", 0.0, ones, None)], []) if dense is None else ([], [("dense", 0.0, ones, dense)])
+    for method, by_sparsity in found.items():
+        start = dense["params"] if method == NO_REWIND else None
+        if method == "imp":
+            done += [("imp", s, mask, rounds.get(1.0 - s, (ones, dense))[1]) for s, mask in by_sparsity.items()]
+        else:
+            to_train += [(method, s, m, start) for s, m in by_sparsity.items()]
+        to_train += [(f"{m}+{a}", s, masks_, start) for (m, a), by_s in controls.items() if m == method
+                     for s, masks_ in by_s.items()]
+    diagnostics = {(f"{m}+{a}", s): d for (m, a), by_s in mixing.items() for s, d in by_s.items()}
+    return to_train, done, rounds, dense, diagnostics
 
 
 def train_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule, log, probe=None) -> tuple:
     """Every net of :func:`method_cells` trained under ``rule`` (``probe`` recorded): ([(method, sparsity, stacked
     masks, :func:`train_all` outputs [seeds, ...])], the nets trained already first; IMP rounds; dense pre-training
-    or None). The nets still to train train in one :func:`train_all` call."""
-    to_train, done, rounds, dense = method_cells(config, setup, seeds, rule, log, probe)
+    or None; rewiring diagnostics by (row name, sparsity)). The nets still to train train in one :func:`train_all`
+    call."""
+    to_train, done, rounds, dense, diagnostics = method_cells(config, setup, seeds, rule, log, probe)
     out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
                     probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
-    return done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)], rounds, dense
+    cells = done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)]
+    return cells, rounds, dense, diagnostics
 
 
 def rows_by_method(results: list[dict]) -> dict[str, list[dict]]:
@@ -388,15 +458,16 @@ def rows_by_method(results: list[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: data.Dataset, sigma: float) -> dict:
+def result_row(method: str, sparsity: float, out: dict, report: dict, setup: common.Setup, sigma: float) -> dict:
     """One results.json row: per-seed fit, stopping, mask densities, robustness and, with label noise, the
     fraction of the noisy labels fitted and of the clean ones."""
-    n, d = dataset.x_train.shape[0], int(np.prod(dataset.x_train.shape[1:]))
+    n, d = common.data_size(setup)
     row = {"method": method, "sparsity": float(sparsity), "train_accuracy": out["train_accuracy"],
            "train_loss": out["train_loss"], "epochs": out["epochs"], "hit_cap": out["hit_cap"], **report}
-    if 0 < dataset.corrupted.sum() < n:
-        row |= {"noisy_fitted": out["fitted"][:, dataset.corrupted].mean(1),
-                "clean_fitted": out["fitted"][:, ~dataset.corrupted].mean(1)}
+    corrupted = np.zeros(n, bool) if setup.dataset is None else setup.dataset.corrupted
+    if 0 < corrupted.sum() < n:
+        row |= {"noisy_fitted": out["fitted"][:, corrupted].mean(1),
+                "clean_fitted": out["fitted"][:, ~corrupted].mean(1)}
     return row | robustness.summary(out["nonzero"], out["lipschitz_input_gradient"],
                                     out.get("lipschitz_spectral_bound"), sigma=sigma, num_examples=n, input_dim=d,
                                     fit_sq_error=out["fit_sq_error"])
@@ -405,25 +476,27 @@ def result_row(method: str, sparsity: float, out: dict, report: dict, dataset: d
 def run(config, workdir: str) -> dict:
     """The ``memorization`` experiment end to end; returns the results written to ``results.json``."""
     log = common.Progress("memorization")
-    setup = common.setup(config, random_label_dataset(config))
+    setup = common.setup(config, None if config.data_per_seed else random_label_dataset(config))
     seeds = common.init_seeds(setup)
-    dataset, rule = setup.dataset, StopRule.from_config(config)
-    n = dataset.x_train.shape[0]
+    rule = StopRule.from_config(config)
+    (n, d), dataset = common.data_size(setup), setup.dataset
+    random_labels = "all" if dataset is None or not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()
     log(f"{config.num_seeds} seeds, {len(config.methods)} methods x {len(config.sparsities)} sparsities, ablations "
-        f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {dataset.num_classes} "
-        f"classes, {'all' if not 0 < dataset.corrupted.sum() < n else dataset.corrupted.sum()} labels random), "
+        f"{tuple(config.ablations)}, {config.model} on {config.dataset} ({n} points, {setup.num_classes} "
+        f"classes, {random_labels} labels random, {'own dataset per seed' if dataset is None else 'one dataset'}), "
         f"stop rule {config.stop_rule}")
-    cells, rounds, dense = train_cells(config, setup, seeds, rule, log)
-    sigma = robustness.random_label_std(dataset.num_classes)
+    cells, rounds, dense, rewiring = train_cells(config, setup, seeds, rule, log)
+    sigma = robustness.random_label_std(setup.num_classes)
     results = []
     for method, sparsity, stacked, fit in cells:
-        results.append(result_row(method, sparsity, fit, masking.mask_report(setup, seeds, stacked), dataset, sigma))
+        report = masking.mask_report(setup, seeds, stacked, rewiring.get((method, sparsity)))
+        results.append(result_row(method, sparsity, fit, report, setup, sigma))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: memorized {common.mean_std(fit['train_accuracy'])}, "
             f"epochs {fit['epochs'].tolist()}{capped}")
     comparisons = stats.comparisons(results, "train_accuracy", comparison_pairs(results))
     summary = {"experiment": "memorization", "num_seeds": config.num_seeds, "num_examples": n,
-               "input_dim": int(np.prod(dataset.x_train.shape[1:])), "num_classes": dataset.num_classes,
+               "input_dim": d, "num_classes": setup.num_classes, "data_per_seed": config.data_per_seed,
                "label_noise": config.label_noise, "label_std_sigma": sigma, "scope": config.scope,
                "synflow_rounds": config.synflow_rounds, "ablations": list(config.ablations),
                "stop_rule": rule._asdict() | {"max_epochs": config.max_epochs},

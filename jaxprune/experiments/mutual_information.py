@@ -33,10 +33,15 @@ is bounded (IMP rounds, epochs before magnitude pruning: information gained duri
 memorization capacity of the same methods at ``sparsity`` (:func:`capacity`: the memorization experiment itself).
 Magnitude and SynFlow masks are functions of W alone (:data:`DETERMINISTIC`): computed once per seed, bound 0.
 
-Units: ``mi.MIResult`` is in bits. p_eff is reported with I in nats (I_nats = bits · ln 2): the summary of
-No Free Prune in shared/papers/ does not state the base; its Law of Robustness holds up to absolute constants,
-so the base only rescales I by ln 2, and we use nats (natural logarithms). E||m||_0 counts kept prunable
-weights (biases and normalization parameters are never pruned, identical for every method, and left out).
+Units: ``mi.MIResult`` is in bits. p_eff is :func:`jaxprune.mi.p_eff`, the one definition every experiment
+uses: E||m||_0 counts every parameter the mask keeps (kept prunable weights plus the parameters never pruned,
+``expected_nonzero``; ``expected_kept`` is the kept prunable weights alone), I in nats (bits · ln 2).
+
+The noise-bit design's p_eff is a PROXY (``p_eff_is_proxy``): the bound covers I(M; Z | W), the information
+the mask carries about the label-noise bits of this design, not I(m; D) about the paper's dataset draw; it is
+reported in its place because the dataset-draw estimate saturates at log2 K. The permutation null is
+``num_permutations`` label shuffles (default 1: the ``null_*`` columns are then one shuffle's value, not a
+distribution's maximum; ``num_permutations`` >= 20 gives a null distribution at 20× the cost of the null fits).
 """
 from __future__ import annotations
 
@@ -239,17 +244,24 @@ def saturated(result: mi.MIResult, max_bits: float) -> bool:
     return bool(2 * result.bits - result.lower >= max_bits - 1e-6)
 
 
-def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: float, max_bits: float,
-            **extra) -> dict:
+def summary(result: mi.MIResult, per_seed: list[mi.MIResult], expected_kept: float, unpruned: int, max_bits: float,
+            proxy: bool, **extra) -> dict:
     """One estimate for results.json: ``extra`` (e.g. the pruning method), the seed mean's MIResult fields (``method``
-    is the estimator), per-seed fields, ``saturated`` (:func:`saturated` at ``max_bits``), p_eff (nats) and its
-    interval."""
+    is the estimator), per-seed fields, ``saturated`` (:func:`saturated` at ``max_bits``), p_eff (nats,
+    :func:`jaxprune.mi.p_eff` of E||m||_0 = ``expected_kept`` + the ``unpruned`` parameters) and its interval,
+    ``p_eff_is_proxy`` (the noise-bit bound stands in for I(m; D))."""
+    nonzero = expected_kept + unpruned
     return extra | result_dict(result) | {
         "per_seed": [result_dict(r) for r in per_seed],
         "saturated": saturated(result, max_bits),
         "expected_kept": expected_kept,
-        "p_eff_nats": mi.p_eff(expected_kept, result.bits),
-        "p_eff_nats_interval": [mi.p_eff(expected_kept, result.lower), mi.p_eff(expected_kept, result.upper)],
+        "expected_nonzero": nonzero,
+        "num_permutations": len(result.null_bits),
+        "p_eff_nats": mi.p_eff(nonzero, result.bits),
+        "p_eff_nats_interval": [mi.p_eff(nonzero, result.lower), mi.p_eff(nonzero, result.upper)],
+        "p_eff_is_proxy": proxy,
+        "p_eff_note": mi.P_EFF_NOTE + ("; PROXY: I is the noise-bit bound on I(M; Z | W), not I(m; D)"
+                                       if proxy else ""),
     }
 
 
@@ -269,7 +281,8 @@ def method_results(method, config, setup, seeds, labels, keys, params_one, log, 
     every = config.noise_curve_every if noise is not None else 1
     for i, stage in [(i, x) for i, x in enumerate(names) if i % every == 0 or i == len(names) - 1]:
         result, per_seed = estimate_given_init(flat[:, :, :, i], config, jax.random.key(config.seed), noise)
-        out.append(summary(result, per_seed, float(flat[:, :, :, i].sum(-1).mean()), max_bits, pruning=method,
+        out.append(summary(result, per_seed, float(flat[:, :, :, i].sum(-1).mean()), unpruned(params_one), max_bits,
+                           proxy=noise is not None, pruning=method,
                            stage=stage, density=float(flat[:, :, :, i].mean())))
     last = out[-1]
     log(f"{method}: {'I(m; Z | W)' if noise is not None else 'I(m; D | W)'} = {last['bits']:.4f} bits "
@@ -278,10 +291,22 @@ def method_results(method, config, setup, seeds, labels, keys, params_one, log, 
     return out
 
 
+def unpruned(params) -> int:
+    """The number of parameters no mask prunes (biases, normalization, kernels outside ``config.prunable``)."""
+    kept = jax.tree.leaves(masks.prunable(params))
+    return int(sum(np.size(p) for p, k in zip(jax.tree.leaves(params), kept) if not k))
+
+
 def shown_upper(row: dict, one_sided: bool) -> float:
     """Upper end drawn for ``row``: its interval's, or the estimate itself for a one-sided bound (the noise-bit
     bound's upper end is the design's ceiling, not a measurement, and would dwarf every estimate)."""
     return row["bits"] if one_sided else row["upper"]
+
+
+def null_label(rows: list[dict]) -> str:
+    """'permutation null (max of P)', or '(1 permutation)' when the null is a single shuffle."""
+    p = rows[0]["num_permutations"]
+    return "permutation null (1 permutation)" if p == 1 else f"permutation null (max of {p})"
 
 
 def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) [bits]",
@@ -299,7 +324,7 @@ def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) 
             bar.set_hatch("//")
             ax.annotate("saturated", (bar.get_x() + bar.get_width() / 2, row["bits"]), ha="center", va="bottom",
                         fontsize=7, color="tab:red")
-    ax.scatter(x, [r["null_max"] for r in rows], marker="x", color="black", zorder=3, label="permutation null (max)")
+    ax.scatter(x, [r["null_max"] for r in rows], marker="x", color="black", zorder=3, label=null_label(rows))
     ax.set_xticks(x, [r["pruning"] for r in rows])
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -315,7 +340,7 @@ def mi_curve(path: str, rows: list[dict], xlabel: str, title: str, one_sided: bo
     ax.plot(x, [r["bits"] for r in rows], marker="o", label="I(m; D | W)")
     ax.fill_between(x, [r["lower"] for r in rows], [shown_upper(r, one_sided) for r in rows], alpha=0.2,
                     linewidth=0)
-    ax.plot(x, [r["null_max"] for r in rows], "k--", label="permutation null (max)")
+    ax.plot(x, [r["null_max"] for r in rows], "k--", label=null_label(rows))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("bits")
     ax.set_title(title)
@@ -370,7 +395,8 @@ def headline(noise_rows: dict, capacities: dict) -> list[dict]:
         row = stage_rows[-1]
         table.append({"method": method, "bits": row["bits"], "lower": row["lower"], "upper": row["upper"],
                       "null_max": row["null_max"], "expected_kept": row["expected_kept"],
-                      "p_eff_nats": row["p_eff_nats"],
+                      "expected_nonzero": row["expected_nonzero"], "p_eff_nats": row["p_eff_nats"],
+                      "p_eff_is_proxy": row["p_eff_is_proxy"], "num_permutations": row["num_permutations"],
                       "memorized_fraction": capacities.get(method, {}).get("memorized_fraction_mean")})
     return sorted(table, key=lambda r: -r["bits"])
 
@@ -409,7 +435,7 @@ def run(config, workdir: str) -> dict:
             f"{r['memorized_fraction']}")
     return {
         "experiment": "mutual_information",
-        "units": "MI in bits (mi.MIResult); p_eff = E||m||_0 + I(m; D) with I in nats = bits * ln 2",
+        "units": "MI in bits (mi.MIResult); " + mi.P_EFF_NOTE,
         "design": {"num_draws": config.num_draws, "repeats": config.repeats, "num_seeds": config.num_seeds,
                    "sparsity": config.sparsity, "max_bits": float(np.log2(config.num_draws)),
                    "noise_masks": config.noise_masks, "noise_bits": config.noise_bits,

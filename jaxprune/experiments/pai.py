@@ -12,7 +12,18 @@ mark?"), each adding rows ``'<method>+<ablation>'`` for every method except ``ra
 - ``shuffle``: permute each prunable layer's mask at random — same per-layer counts, chosen weights forgotten;
 - ``reinit``:  train the same mask from weights drawn with other keys (same data order) — the mask without the
   initial values it was chosen for;
-- ``invert``:  keep the LOWEST scores (same scoring batches) — PaI methods only.
+- ``invert``:  keep the LOWEST scores (same scoring batches) — PaI methods only;
+
+and the controls the memorization experiment shares (:mod:`jaxprune.experiments.masking`):
+
+- ``rewire``:  rewire each prunable layer's mask keeping every unit's in- and out-degree
+  (:func:`jaxprune.experiments.masking.rewired`, ``config.rewire_swaps_per_edge``; Dense kernels only), with the
+  chains' mixing diagnostic in ``rewire_mixing``;
+- ``swap``:    the mask the method finds on D′, the training set with its noisy labels drawn again (same inputs,
+  clean labels, corrupted positions, initial weights, keys and data order), trained and tested on D. It needs
+  ``label_noise`` > 0: the task's own labels are not a random draw that could be drawn again with the inputs kept,
+  and a mask found on an independent sample of inputs would need a second training set (MNIST-1D's is used whole),
+  so without label noise swap is refused.
 
 A row whose mask leaves a prunable layer empty for some seed (layer collapse) lists it in ``collapsed_layers``
 and a warning is printed. Writes ``metrics.jsonl`` (one line per row and seed, with the per-epoch training
@@ -29,10 +40,12 @@ import numpy as np
 from jaxprune import masks, parallel, plotting, train
 from jaxprune import workdir as wd
 from jaxprune.config import check_methods, check_sparsities, validate_pruning
+from jaxprune.data.noise import redrawn
+from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking
 from jaxprune.experiments import irp as irp_experiment
 
-ABLATIONS = ("shuffle", "reinit", "invert")
+ABLATIONS = ("shuffle", "reinit", "invert", "rewire", "swap")
 REINIT_STREAM = 2  # re-initialized weights of seed i: init from fold_in(key_i, REINIT_STREAM)
 
 
@@ -42,6 +55,10 @@ def validate(config) -> None:
     check_sparsities(config)
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
+    masking.check_rewire(config)
+    if "swap" in config.ablations and not config.label_noise > 0:
+        raise ConfigError(f"config.ablations={tuple(config.ablations)!r}: 'swap' draws the noisy labels again and "
+                          f"needs config.label_noise > 0 (got {config.label_noise!r}); see jaxprune/experiments/pai.py")
     validate_pruning(config)
 
 
@@ -57,23 +74,31 @@ def reinitialized(setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
     return seeds._replace(params=fresh.params, batch_stats=fresh.batch_stats, init_keys=fresh.init_keys)
 
 
-def ablated(ablation: str, method: str, config, setup: common.Setup, seeds: common.Seeds,
-            stacked_masks: dict) -> tuple[common.Seeds, dict]:
-    """(initial weights, {sparsity: stacked masks}) that ``ablation`` trains in place of (seeds, stacked_masks)."""
+def ablated(ablation: str, method: str, config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict,
+            checkpoint_dir: str | None = None) -> tuple[common.Seeds, dict, dict]:
+    """(initial weights, {sparsity: stacked masks}, {sparsity: rewiring diagnostics} or {}) that ``ablation`` trains
+    in place of (seeds, stacked_masks); the swap's IMP rounds on D′ checkpointed under ``checkpoint_dir``."""
     if ablation == "shuffle":
-        return seeds, masking.shuffled(setup, seeds, stacked_masks)
+        return seeds, masking.shuffled(setup, seeds, stacked_masks), {}
     if ablation == "reinit":
-        return reinitialized(setup, seeds), stacked_masks
-    return seeds, masking.method_masks(method, config, setup, seeds, list(stacked_masks), invert=True)
+        return reinitialized(setup, seeds), stacked_masks, {}
+    if ablation == "rewire":
+        return seeds, *masking.rewired(setup, seeds, stacked_masks, config.rewire_swaps_per_edge)
+    if ablation == "swap":
+        swap_setup = masking.swap_setup(setup, redrawn(setup.dataset, config.data_seed, setup.dataset.corrupted))
+        return seeds, masking.method_masks(method, config, swap_setup, seeds, list(stacked_masks),
+                                           checkpoint_dir=checkpoint_dir), {}
+    return seeds, masking.method_masks(method, config, setup, seeds, list(stacked_masks), invert=True), {}
 
 
 def evaluate_rows(method: str, config, setup: common.Setup, seeds: common.Seeds, stacked_masks: dict,
-                  log: common.Progress) -> list[dict]:
-    """Train every seed's masked network at every sparsity; one result row per sparsity (values per seed)."""
+                  log: common.Progress, rewiring: dict | None = None) -> list[dict]:
+    """Train every seed's masked network at every sparsity; one result row per sparsity (values per seed), with the
+    rewiring diagnostics of ``rewiring`` {sparsity: ...} where given."""
     rows = []
     trained = masking.train_mask_sets(config, setup, seeds, list(stacked_masks.values()))
     for (sparsity, stacked), out in zip(stacked_masks.items(), trained):
-        report = masking.mask_report(setup, seeds, stacked)
+        report = masking.mask_report(setup, seeds, stacked, (rewiring or {}).get(sparsity))
         rows.append({"method": method, "sparsity": float(sparsity), **report,
                      **{k: out[k] for k in ("test_accuracy", "train_accuracy", "test_loss", "train_loss")},
                      "failed_seeds": np.flatnonzero(out["failed_step"] >= 0).tolist(),
@@ -93,8 +118,9 @@ def method_rows(method: str, config, setup: common.Setup, seeds: common.Seeds,
                                          checkpoint_dir=checkpoint_dir)
     rows = evaluate_rows(method, config, setup, seeds, stacked_masks, log)
     for ablation in filter(lambda a: ablation_applies(a, method), config.ablations):
-        rows += evaluate_rows(f"{method}+{ablation}", config, setup,
-                              *ablated(ablation, method, config, setup, seeds, stacked_masks), log)
+        swap_dir = checkpoint_dir and f"{checkpoint_dir}_swap"
+        start, control, rewiring = ablated(ablation, method, config, setup, seeds, stacked_masks, swap_dir)
+        rows += evaluate_rows(f"{method}+{ablation}", config, setup, start, control, log, rewiring)
     return rows
 
 

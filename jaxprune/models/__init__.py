@@ -30,6 +30,7 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
     "resnet20": lambda num_classes, _: ResNet(16, RESNET20_STAGES, num_classes),
 }
 NAMES: tuple[str, ...] = tuple(_BUILDERS)
+DENSE_ONLY: tuple[str, ...] = ("mlp", "lenet300_100")  # the models whose every kernel is a Dense one
 
 
 def create(name: str, num_classes: int, *, widths: tuple[int, ...] = (200, 200)) -> nn.Module:
