@@ -55,8 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import data, irp, masks, parallel, plotting, robustness, stats, train
-from jaxprune import workdir as wd
+from jaxprune import data, irp, masks, metrics, parallel, plotting, robustness, stats, train
 from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
 from jaxprune.data.noise import with_label_noise
 from jaxprune.errors import ConfigError
@@ -279,6 +278,12 @@ def pretrain_dense(config, setup: common.Setup, seeds: common.Seeds, rule: StopR
                           rule=rule, probe=probe, keep_params=True), 0)
 
 
+def fit_summary(fit: dict, regression: bool) -> str:
+    """'train loss …, accuracy …, epochs […]' of trained nets (no accuracy for regression: it has none)."""
+    accuracy = "" if regression else f", accuracy {common.mean_std(fit['train_accuracy'])}"
+    return f"train loss {common.mean_std(fit['train_loss'])}{accuracy}, epochs {fit['epochs'].tolist()}"
+
+
 def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
                probe=None) -> dict:
     """Iterative magnitude pruning with rewinding to θ_0, every round trained under ``rule``: from the pre-trained
@@ -289,13 +294,12 @@ def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, ru
     prune = parallel.seed_map(lambda p, m, d: irp.magnitude_prune(p, m, d, config.scope), setup.mesh,
                               in_axes=(0, 0, None), one_device=True)
     trained, mask, rounds = dense["params"], jax.vmap(masks.ones)(seeds.params), {}
-    for density in densities:
+    for density in common.staged(log, "IMP rounds, each trained to convergence", densities, "rounds"):
         mask = prune(trained, mask, jnp.float32(density))
         fit = cell(train_all(config, setup, seeds, [mask], max_epochs=config.max_epochs, rule=rule, probe=probe,
                              keep_params=True), 0)
         rounds[density], trained = (mask, fit), fit["params"]
-        log(f"imp round at density {density:.4f}: train loss {common.mean_std(fit['train_loss'])}, accuracy "
-            f"{common.mean_std(fit['train_accuracy'])}, epochs {fit['epochs'].tolist()}")
+        log(f"imp round at density {density:.4f}: {fit_summary(fit, setup.dataset.num_classes == 0)}")
     return rounds
 
 
@@ -336,14 +340,15 @@ def method_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRul
     IMP); :func:`pretrain_dense`'s outputs, or None when no method needs a trained net (then the dense row is
     among the cells to train)."""
     ones = jax.vmap(masks.ones)(seeds.params)
-    dense = (pretrain_dense(config, setup, seeds, rule, probe)
-             if set(config.methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
+    dense = None
+    if set(config.methods) & {*masking.AFTER_TRAINING, NO_REWIND}:
+        with common.stage(log, "dense pre-training to convergence", config.num_seeds, "networks"):
+            dense = pretrain_dense(config, setup, seeds, rule, probe)
     if dense is None:
         to_train, done = [("dense", 0.0, ones, None)], []
     else:
         to_train, done = [], [("dense", 0.0, ones, dense)]
-        log(f"dense pre-training: train loss {common.mean_std(dense['train_loss'])}, accuracy "
-            f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
+        log(f"dense pre-training: {fit_summary(dense, setup.dataset.num_classes == 0)}")
     rounds, after_training = {}, {}  # after_training: the largest-|θ_T| masks, shared by both magnitude_after rows
     for method in config.methods:
         start = dense["params"] if method == NO_REWIND else None
@@ -374,8 +379,10 @@ def train_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule
     masks, :func:`train_all` outputs [seeds, ...])], the nets trained already first; IMP rounds; dense pre-training
     or None). The nets still to train train in one :func:`train_all` call."""
     to_train, done, rounds, dense = method_cells(config, setup, seeds, rule, log, probe)
-    out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
-                    probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
+    with common.stage(log, "training the masked networks to convergence (one compiled call)",
+                      len(to_train) * config.num_seeds, "networks"):
+        out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs,
+                        rule=rule, probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
     return done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)], rounds, dense
 
 
@@ -436,9 +443,10 @@ def run(config, workdir: str) -> dict:
                "results": results, "comparisons": comparisons, "ordering": ordering(results)}
     if parallel.is_primary():
         write_outputs(workdir, config, cells, results, comparisons)
+    holds = [f"{r['sparsity']:g}" for r in summary["ordering"] if r["holds"]]
     log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs; paper ordering "
-        f"(after-training > at-init) holds at sparsities {[r['sparsity'] for r in summary['ordering'] if r['holds']]}"
-        f"; outputs in {workdir}")
+        f"(after-training > at-init, in the mean over seeds) "
+        f"{'holds at sparsities ' + ', '.join(holds) if holds else 'holds at no sparsity'}; outputs in {workdir}")
     return summary
 
 
@@ -448,14 +456,16 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], compar
     records = [{"method": m, "sparsity": s, "seed": i, "epoch": e + 1, "train_loss": fit["history"]["loss"][i, e],
                 "train_accuracy": fit["history"]["accuracy"][i, e]}
                for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])]
-    wd.write_jsonl(os.path.join(workdir, wd.METRICS), records)
+    with metrics.fresh(workdir, config.num_seeds) as writer:  # one compiled call trains them all: no earlier lines
+        writer.append(records)
+        writer.rows(results, ("train_accuracy",))
     by_method = rows_by_method(results)
     curves = {m: ([1.0 - r["sparsity"] for r in rows], np.stack([r["train_accuracy"] for r in rows], axis=1))
               for m, rows in by_method.items()}
     capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}
     plotting.lines_vs_density(
         os.path.join(workdir, "memorization_vs_density.png"), curves, ylabel="memorized fraction (train accuracy)",
-        title=f"Memorization, {config.model} on {config.dataset} (± std; x: hit max_epochs)",
+        title=f"Memorization, {config.model} on {config.dataset} (± sd; x: hit max_epochs)",
         flagged=capped)
     if comparisons:
         plotting.paired_differences(os.path.join(workdir, "paired_differences.png"), comparisons,
