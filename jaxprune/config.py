@@ -22,7 +22,7 @@ def base() -> ml_collections.ConfigDict:
     # Data (see jaxprune/data): the dataset and its draw; the gaussian-only keys are ignored elsewhere.
     c.dataset = "mnist1d"
     c.data_seed = 0
-    c.data_dir = ""  # TFDS data directory; "" = TFDS default (~/tensorflow_datasets)
+    c.data_dir = ""  # TFDS data directory; "" = TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     c.label_noise = 0.0  # fraction of training labels replaced by uniformly random classes
     c.input_noise_var = 0.0  # variance of Gaussian noise added to every input (after normalization), labels kept
     c.num_examples = 0  # training-set size; 0 = the dataset's own (gaussian: 1000), > 0 = a random subset / draw

@@ -175,7 +175,31 @@ def clear_outputs(workdir: str) -> None:
             os.remove(path)
 
 
+def chosen_workdir(config) -> str | None:
+    """``--workdir``, else ``runs/<experiment>`` (None without a config)."""
+    return _WORKDIR.value or (config and os.path.join("runs", str(config.get("experiment"))))
+
+
+def interrupted(workdir: str | None) -> str:
+    """The one line a run stopped by Ctrl-C ends with: what rerunning the same command will do."""
+    directory = os.path.join(workdir, wd.CHECKPOINTS) if workdir else None
+    saved = directory and any(name.isdigit() for _, dirs, _ in os.walk(directory) for name in dirs)
+    return ("jaxprune: interrupted; rerun the same command to resume from the last checkpoint under "
+            f"{directory}" if saved else "jaxprune: interrupted before any checkpoint; rerun the same command to "
+            "start again")
+
+
 def main(argv: list[str]) -> None:
+    """The CLI: the run of ``--config`` into ``--workdir``; Ctrl-C ends it with one line and exit code 130."""
+    try:
+        run_main(argv)
+    except KeyboardInterrupt:
+        print(interrupted(chosen_workdir(_CONFIG.value)), file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # at once: no atexit hooks of background threads (orbax, JAX) to print their tracebacks
+
+
+def run_main(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)  # keep stderr for our one-line errors; progress goes to stdout
     pylogging.getLogger("jax._src.callback").setLevel(pylogging.CRITICAL)  # a callback's error is re-raised, reported
     if len(argv) > 1:
@@ -196,7 +220,7 @@ def main(argv: list[str]) -> None:
     parallel.enable_compilation_cache()
     try:
         experiment = validate(config)
-        workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
+        workdir = chosen_workdir(config)
         config_dict = wd.to_jsonable(config.to_dict())
         if check_workdir(workdir, config_dict, config.overwrite):
             print(f"jaxprune: {workdir} already holds the finished run of this config "

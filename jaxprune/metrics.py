@@ -14,6 +14,10 @@ one run per seed (``seed_00``, ``seed_01``, …) plus ``mean`` (the mean over th
 byte-reproducible; after a resume ``truncate(..., step=s)`` marks a restart at step ``s`` in every run, and
 TensorBoard's reader drops the events at steps >= s written before it (``purge_orphaned_data``).
 
+Every experiment writes through it: IRP per round (with the truncate-on-resume above); the experiments that
+recompute everything on a rerun start from :func:`fresh` and write their result rows with
+:meth:`MetricsWriter.rows` (tag ``<metric>/<method>`` at step :func:`sparsity_step`).
+
 Only the primary process (:func:`jaxprune.parallel.is_primary`) writes; every process counts the lines, so
 ``num_lines`` is the same everywhere.
 """
@@ -32,6 +36,19 @@ from jaxprune.errors import ConfigError
 
 TENSORBOARD = "tensorboard"
 MEAN_RUN = "mean"
+
+
+def sparsity_step(sparsity: float) -> int:
+    """The TensorBoard step of a result at ``sparsity``: the sparsity in per mille (0.9 → 900)."""
+    return round(1000 * float(sparsity))
+
+
+def fresh(workdir: str, num_seeds: int) -> MetricsWriter:
+    """A writer for a run that recomputes everything on a rerun: metrics.jsonl emptied and every TensorBoard run on
+    disk marked restarted at step 0, so what a killed run streamed is neither kept nor shown twice."""
+    writer = MetricsWriter(workdir, num_seeds)
+    writer.truncate(0, step=0)
+    return writer
 
 
 class MetricsWriter:
@@ -86,6 +103,17 @@ class MetricsWriter:
             warnings.simplefilter("ignore", RuntimeWarning)  # all seeds non-finite: the mean is NaN
             means = {tag: np.nanmean(np.where(np.isfinite(v), v, np.nan)) for tag, v in per_seed.items()}
         self._write(MEAN_RUN, step, means)
+
+    def sweep_scalars(self, step: int, values: Mapping[str, float]) -> None:
+        """One value per tag for the whole sweep (e.g. an estimate over all seeds): to the ``mean`` run only."""
+        if self._primary:
+            self._write(MEAN_RUN, step, values)
+
+    def rows(self, rows: Iterable[dict], keys: Iterable[str]) -> None:
+        """TensorBoard scalars of an experiment's result rows ``{"method", "sparsity", key: per-seed values}``: tag
+        ``<key>/<method>`` at step :func:`sparsity_step` of the row, so each method's curve runs over sparsity."""
+        for r in rows:
+            self.scalars(sparsity_step(r["sparsity"]), {f"{k}/{r['method']}": r[k] for k in keys})
 
     def seed_run(self, seed: int) -> str:
         """The TensorBoard run name of ``seed``, zero-padded so runs sort by seed."""

@@ -4,7 +4,7 @@ Reads each workdir's ``config.json`` and ``results.json`` (any experiment) and w
 the current directory)
 
 - ``report.md``: one markdown table, a row per run and method: the config keys that differ between the runs, the
-  experiment's headline metric at each sparsity as mean ± the 95% Student-t interval over seeds (n seeds);
+  experiment's headline metric at each sparsity as mean [95% Student-t interval over seeds] (n seeds);
 - ``report.csv``: the same numbers, one line per run, method and sparsity (mean, interval ends, n);
 - ``report.png``: every run's methods overlaid against density, one panel per headline metric.
 
@@ -154,7 +154,7 @@ def _cell(summary: tuple) -> str:
         return "n/a"
     if n == 1:
         return f"{mean:.4f} (n=1)"
-    return f"{mean:.4f} ± {(upper - lower) / 2:.4f} (n={n})"
+    return f"{mean:.4f} [{lower:.4f}, {upper:.4f}] (n={n})"
 
 
 def markdown(runs: list[dict], keys: list[str]) -> str:
@@ -170,8 +170,8 @@ def markdown(runs: list[dict], keys: list[str]) -> str:
             cells = {s: _cell(v) for m, s, v in r["rows"] if m == method}
             lines.append([*prefix, method, r["metric"], *[cells.get(s, "") for s in sparsities]])
     table = "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines)
-    return (f"# Run report\n\nHeadline metric of each run: mean ± the half-width of the {CONFIDENCE:.0%} Student-t "
-            f"interval over seeds (n = seeds with a finite value).\n\n{table}\n")
+    return (f"# Run report\n\nHeadline metric of each run: mean [{CONFIDENCE:.0%} CI], the Student-t interval over "
+            f"seeds (n = seeds with a finite value).\n\n{table}\n")
 
 
 def write_csv(path: str, runs: list[dict], keys: list[str]) -> None:
@@ -189,10 +189,13 @@ def write_csv(path: str, runs: list[dict], keys: list[str]) -> None:
 
 
 def figure(path: str, runs: list[dict]) -> None:
-    """One panel per headline metric: each (run, method) against density, its interval shaded."""
+    """One panel per headline metric: each (run, method) against density, its interval shaded; a method in its
+    colour in every run (:func:`jaxprune.plotting.styles`), the runs told apart by dash and marker."""
     finished = [r for r in runs if r["rows"]]
     metrics = list(dict.fromkeys(r["metric"] for r in finished))
-    fig, axes = plotting.plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    name = lambda r, method: method if len(runs) == 1 else f"{method}[{r['workdir']}]"  # noqa: E731
+    style = plotting.styles([name(r, m) for r in finished for m, _, _ in r["rows"]])
+    fig, axes = plotting.figure(len(metrics))
     for ax, metric in zip(axes[0], metrics):
         densities = []
         for r in (r for r in finished if r["metric"] == metric):
@@ -200,21 +203,21 @@ def figure(path: str, runs: list[dict]) -> None:
                 points = sorted((1.0 - s, v) for m, s, v in r["rows"] if m == method)
                 x = np.array([d for d, _ in points])
                 mean, lower, upper = (np.array([v[i] for _, v in points]) for i in range(3))
-                label = method if len(runs) == 1 else f"{r['workdir']}: {method}"
+                label = name(r, method)
                 if len(x) > 1:
-                    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
-                    ax.fill_between(x, lower, upper, color=line.get_color(), alpha=0.2, linewidth=0)
+                    ax.plot(x, mean, markersize=3, label=label, **style[label])
+                    ax.fill_between(x, lower, upper, color=style[label]["color"], alpha=0.2, linewidth=0)
                 else:  # one sparsity: a point with its interval as an error bar
-                    ax.errorbar(x, mean, yerr=np.nan_to_num([mean - lower, upper - mean]), marker="o", capsize=3,
-                                label=label)
+                    ax.errorbar(x, mean, yerr=np.nan_to_num([mean - lower, upper - mean]), capsize=3, label=label,
+                                **style[label])
                 densities += list(x)
         ax.set_xscale("log")
         plotting.label_densities(ax, densities)
         ax.invert_xaxis()
         ax.set(xlabel="remaining weights (density)", ylabel=metric,
-               title=f"mean ± {CONFIDENCE:.0%} interval over seeds")
+               title=f"mean, {CONFIDENCE:.0%} CI over seeds (shaded)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+    plotting.legend_outside(fig)
     plotting.save(fig, path)
 
 

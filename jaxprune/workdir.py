@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,10 +38,13 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def _atomic_write(path: str, write) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it into place; the file
+    is created with mode 0o666 less the umask, as ``open`` would create it (``mkstemp``'s 0o600 would hide
+    results from collaborators)."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -1,6 +1,12 @@
-"""Fixtures shared by the experiment tests."""
+"""Fixtures shared by the experiment tests, and the mechanical check of every figure the suite draws."""
+import matplotlib.colors
 import numpy as np
 import pytest
+
+from jaxprune import plotting
+
+MAX_HEIGHT_OVER_WIDTH = 3.0
+EDGE_TOLERANCE_INCHES = 0.01
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +28,45 @@ def assert_close_across_programs(actual, expected, rtol=1e-5):
     which a relative tolerance alone rejects; the absolute tolerance is ``rtol`` times the largest |expected|."""
     expected = np.asarray(expected)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * float(np.max(np.abs(expected), initial=0.0)))
+
+
+def figure_problems(fig) -> list[str]:
+    """What is mechanically wrong with ``fig`` as drawn at the saved resolution: two labelled lines of one panel
+    in the same colour, dash and marker; one label drawn in two styles; anything (text included) reaching past
+    the canvas; a canvas taller than :data:`MAX_HEIGHT_OVER_WIDTH` times its width."""
+    fig.set_dpi(plotting.DPI)
+    fig.canvas.draw()
+    width, height = fig.get_size_inches()
+    problems = [f"{width:.1f} x {height:.1f} in: taller than {MAX_HEIGHT_OVER_WIDTH:g}x its width"
+                ] if height > MAX_HEIGHT_OVER_WIDTH * width else []
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, over every artist drawn
+    if min(box.x0, box.y0) < -EDGE_TOLERANCE_INCHES or box.x1 > width + EDGE_TOLERANCE_INCHES \
+            or box.y1 > height + EDGE_TOLERANCE_INCHES:
+        problems.append(f"drawn extent {box.bounds} reaches past the {width:.2f} x {height:.2f} in canvas")
+    style_of = {}
+    for ax in fig.axes:
+        label_of = {}
+        for line in ax.get_lines():
+            label = line.get_label()
+            if label.startswith("_"):
+                continue
+            style = (matplotlib.colors.to_hex(line.get_color()), line.get_linestyle(), line.get_marker())
+            if label_of.setdefault(style, label) != label:
+                problems.append(f"{label!r} and {label_of[style]!r} share colour, dash and marker {style}")
+            if style_of.setdefault(label, style) != style:
+                problems.append(f"{label!r} is drawn as {style} and as {style_of[label]}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def figures_checked(monkeypatch):
+    """Every figure any test saves through :func:`jaxprune.plotting.save` (every experiment's, from the tiny runs
+    the tests make) must pass :func:`figure_problems`."""
+    save = plotting.save
+
+    def checked(fig, path):
+        problems = figure_problems(fig)
+        save(fig, path)
+        assert not problems, f"{path}: " + "; ".join(problems)
+
+    monkeypatch.setattr(plotting, "save", checked)

@@ -68,7 +68,7 @@ def test_dataset_rows_line_up_with_weights(net, tmp_path):
     np.testing.assert_array_equal(x[:, 1], [kernel_grads[l].ravel()[i] for l, i in zip(layer, index)])
     for l, (fan_in, fan_out, kind) in enumerate(EXPECTED_LAYERS):
         expected = np.array([l / 3, np.log(fan_in), np.log(fan_out), kind], np.float32)
-        np.testing.assert_allclose(x[layer == l, 2:], np.broadcast_to(expected, (np.sum(layer == l), 4)), rtol=1e-6)
+        assert_close_across_programs(x[layer == l, 2:], np.broadcast_to(expected, (np.sum(layer == l), 4)), rtol=1e-6)
     path = tmp_path / "irp.npz"
     source = {"model": "tiny", "rounds": ROUNDS, "seeds": [0]}
     autosparse.save_dataset(str(path), data, source)
@@ -120,7 +120,7 @@ def test_features_vmap_over_seeds(net):
     single = autosparse.build_dataset(
         jax.tree.map(lambda p: p[1], stacked), jax.tree.map(lambda g: g[1], grads), planted_survival(params), ROUNDS
     )
-    np.testing.assert_allclose(data["x"][1], single["x"], rtol=1e-6)
+    assert_close_across_programs(data["x"][1], single["x"], rtol=1e-6)
     np.testing.assert_array_equal(data["index"][0], single["index"])
 
 
@@ -355,7 +355,7 @@ def test_synflow_feature_is_the_within_layer_quantile_of_the_synflow_score(net):
     for column, s, m in zip(columns, raw, masks.prunable_leaves(mask, params)):
         s = np.asarray(s, np.float64).ravel()
         expected = (rankdata(s) - 0.5) / s.size
-        np.testing.assert_allclose(np.asarray(column[..., 0]).ravel(), expected, rtol=1e-6)
+        assert_close_across_programs(np.asarray(column[..., 0]).ravel(), expected, rtol=1e-6)
         quantile = np.asarray(column[..., 0]).ravel()
         np.testing.assert_allclose(quantile[~np.asarray(m).ravel()], quantile.min())  # pruned: no path, bottom
     with pytest.raises(ConfigError, match="synflow=None"):

@@ -151,7 +151,7 @@ def test_tiny_run_dataset_and_ccc(tiny_run):
     first, second = survival["first"], survival["second"]
     assert first.shape == second.shape and first.min() >= 0 and first.max() <= config.rounds
     expected = np.mean([lin_ccc(a / config.rounds, b / config.rounds) for a, b in zip(first, second)])
-    np.testing.assert_allclose(results["ccc"], expected, rtol=1e-5)
+    assert_close_across_programs(results["ccc"], expected, rtol=1e-5)
     rows, source = autosparse.load_dataset(os.path.join(workdir, "autosparse_dataset.npz"))
     assert source["model"] == "mlp" and source["dataset"] == "gaussian" and source["rounds"] == config.rounds
     assert source["feature_columns"] == list(autosparse.FEATURES + autosparse.DESCRIPTORS)

@@ -271,3 +271,20 @@ def test_unknown_dataset_lists_the_datasets():
 def test_bad_config_values_raise_config_error(keys, match):
     with pytest.raises(ConfigError, match=match):
         load(**keys)
+
+
+def test_tfds_reads_the_default_data_dir_when_none_is_given(tmp_path, monkeypatch):
+    """data_dir "" (the config default) means TFDS's default directory, pointed here at ``tmp_path`` the way
+    ``$TFDS_DATA_DIR`` points it: CIFAR-10's metadata prepared there (ArrayRecord format) is found, and read
+    through the builder's data source (its records faked: writing ArrayRecord files needs TensorFlow)."""
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=f"under data_dir='{tmp_path}'"):  # nothing prepared there yet
+        load(dataset="cifar10", data_dir="")
+    builder = tfds.builder("cifar10", data_dir=str(tmp_path), file_format="array_record")
+    os.makedirs(builder.data_dir)
+    builder.info.write_to_directory(builder.data_dir)
+    rng = np.random.default_rng(0)
+    records = [{"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "label": i % 10} for i in range(12)]
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "as_data_source", lambda self, split: records)
+    ds = load(dataset="cifar10", data_dir="")
+    assert ds.info["data_dir"] == str(tmp_path) and ds.x_train.shape == (12, 32, 32, 3)

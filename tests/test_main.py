@@ -1,6 +1,8 @@
 """The command line as a user runs it: outputs of the IRP job, finished/different workdirs, bad input."""
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 
@@ -18,18 +20,25 @@ TINY = ["--config.dataset=gaussian", "--config.labels=teacher", "--config.num_ex
         "--config.epochs=1", "--config.batch_size=32", "--config.rounds=2"]
 
 
-def run_cli(*args, config="configs/irp.py"):
+def run_cli(*args, config="configs/irp.py", umask=0o022):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-m", "jaxprune.main", f"--config={config}", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.umask(umask))
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("irp") / "run")
-    proc = run_cli(f"--workdir={workdir}", *TINY)
+    proc = run_cli(f"--workdir={workdir}", *TINY, umask=0o027)
     assert proc.returncode == 0, proc.stderr
     return workdir, proc
+
+
+def test_output_files_honour_the_umask(finished_run):
+    workdir, _ = finished_run
+    for name in ("results.json", "config.json", "survival.npz", "metrics.jsonl", "accuracy_vs_density.png"):
+        assert stat.S_IMODE(os.stat(os.path.join(workdir, name)).st_mode) == 0o640, name  # 0o666 less 0o027
 
 
 def test_irp_job_writes_every_output(finished_run):
@@ -136,23 +145,32 @@ def test_validation_names_the_key(key, value, needle):
         main_lib.validate(config)
 
 
-def test_a_workdir_in_use_is_refused_and_a_killed_run_leaves_it_free(tmp_path):
-    """A second run on the workdir of a live run exits 2 with one line and touches nothing; after kill -9 of the
-    first, the same command resumes from its checkpoint and finishes."""
+def test_a_workdir_in_use_is_refused_and_an_interrupted_run_leaves_it_free(tmp_path):
+    """A second run on the workdir of a live run exits 2 with one line and touches nothing; Ctrl-C (SIGINT) ends the
+    first with one line and exit code 130, and the same command resumes from its checkpoint and finishes."""
     workdir = tmp_path / "run"
     slow = [*TINY[:-2], "--config.epochs=4", "--config.rounds=60"]
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     first = subprocess.Popen([sys.executable, "-m", "jaxprune.main", "--config=configs/irp.py",
-                              f"--workdir={workdir}", *slow], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+                              f"--workdir={workdir}", *slow], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,  # Ctrl-C handled even if this shell ignores it:
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in first.stdout:  # wait until it has checkpointed a round (it holds the workdir from the start)
             if "round 1/60" in line:
                 break
+        first.send_signal(signal.SIGSTOP)  # alive but paused, however long the second run takes to start
         before = sorted(os.listdir(workdir))
         second = run_cli(f"--workdir={workdir}", *slow)
         assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
         assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr
         assert sorted(os.listdir(workdir)) == before
+        first.send_signal(signal.SIGCONT)
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=60)
+        assert first.returncode == 130, stderr
+        assert stderr == ("jaxprune: interrupted; rerun the same command to resume from the last checkpoint under "
+                          f"{workdir / 'checkpoints'}\n")
     finally:
         first.kill()
         first.wait()

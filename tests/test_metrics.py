@@ -158,3 +158,20 @@ def test_irp_appends_each_round_as_it_ends_and_tensorboard_holds_every_seed_and_
         assert [step for step, _ in got] == [1, 2, 3]
     mean = [v for _, v in scalars(str(tmp_path), "mean", "test_accuracy")]
     np.testing.assert_allclose(mean, [np.mean(m["test_accuracy"]) for m in history], rtol=1e-6)
+
+
+def test_result_rows_go_to_tensorboard_against_sparsity_and_a_fresh_writer_forgets_a_killed_run(tmp_path):
+    """What every experiment but IRP streams: rows as ``<key>/<method>`` at step 1000·sparsity (per seed and their
+    mean), one-value estimates to ``mean`` only; a rerun's :func:`metrics.fresh` empties metrics.jsonl."""
+    writer = metrics.fresh(str(tmp_path), num_seeds=2)
+    writer.append(ROUNDS[0])
+    writer.rows([{"method": "snip", "sparsity": 0.9, "acc": [0.5, 0.7]},
+                 {"method": "snip", "sparsity": 0.98, "acc": [0.25, 0.75]}], ("acc",))
+    writer.sweep_scalars(3, {"draws/imp/bits": 4.5})
+    writer.close()
+    assert scalars(tmp_path, "seed_1", "acc/snip") == [(900, pytest.approx(0.7)), (980, 0.75)]
+    assert scalars(tmp_path, "mean", "acc/snip") == [(900, pytest.approx(0.6)), (980, 0.5)]
+    assert scalars(tmp_path, "mean", "draws/imp/bits") == [(3, 4.5)]
+    assert "draws/imp/bits" not in EventAccumulator(str(tmp_path / "tensorboard" / "seed_0")).Reload().Tags()["scalars"]
+    metrics.fresh(str(tmp_path), num_seeds=2).close()
+    assert (tmp_path / "metrics.jsonl").read_bytes() == b""

@@ -1,5 +1,6 @@
-"""The Colab notebooks (stored without outputs, executed here in a fresh kernel from the repository root) and
-the README gallery script (``scripts/make_gallery.py --quick --only irp`` end to end)."""
+"""The Colab notebooks (stored without outputs, executed here in a fresh kernel started in notebooks/, as Jupyter
+and ``jupyter nbconvert --execute`` start it, with no PYTHONPATH) and the README gallery script
+(``scripts/make_gallery.py --quick --only irp`` end to end)."""
 from __future__ import annotations
 
 import filecmp
@@ -78,6 +79,15 @@ def test_the_install_cell_does_nothing_locally(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_the_install_cell_started_in_notebooks_works_from_the_repository_root(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "irp.py").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    run_install_cell(install_cell(), on_colab=False).assert_not_called()
+    assert os.getcwd() == str(tmp_path)
+
+
 def test_the_install_cell_on_colab_without_a_source_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="set JAXPRUNE_REPO_URL in this cell .* or upload the repository as "
@@ -124,8 +134,10 @@ def test_the_small_settings_are_the_default(name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_a_fresh_kernel_and_draws_its_figures(name):
     notebook = read(name)
-    NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": REPO}}).execute()  # raises CellExecutionError on any error
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # imports as a user's kernel finds them
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.join(REPO, "notebooks")}})
+    client.execute(env=env)  # raises CellExecutionError on any error
     outputs = [o for cell in code_cells(notebook) for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)

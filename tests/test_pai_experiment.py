@@ -209,4 +209,4 @@ def test_cli_runs_the_pai_experiment(tmp_path):
     assert [(r["method"], r["sparsity"]) for r in results["results"]] == [
         ("dense", 0.0), ("random", 0.5), ("random", 0.9), ("snip", 0.5), ("snip", 0.9)]
     np.testing.assert_array_equal(results["results"][0]["density"], [1.0, 1.0])
-    assert "test accuracy (mean ± std over seeds)" in proc.stdout
+    assert "test accuracy (mean ± sd over seeds)" in proc.stdout

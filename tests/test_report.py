@@ -64,7 +64,7 @@ def test_report_of_a_finished_and_an_unfinished_workdir(workdirs, tmp_path):
     assert any(x.startswith(f"| `{unfinished}` | pai | 0.5 | not finished") for x in table)
     for r in rows:
         low, high = t_interval(r["test_accuracy"])
-        assert f"{np.mean(r['test_accuracy']):.4f} ± {(high - low) / 2:.4f} (n=3)" in lines[r["method"]]
+        assert f"{np.mean(r['test_accuracy']):.4f} [{low:.4f}, {high:.4f}] (n=3)" in lines[r["method"]]
     with open(out / "report.csv") as f:
         records = list(csv.DictReader(f))
     assert [(x["run"], x["status"], x["learning_rate"]) for x in records[-1:]] == [(str(unfinished), "unfinished",

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_close_across_programs
 
 from jaxprune import masks, train
 
@@ -72,8 +73,8 @@ def test_evaluate_matches_direct_computation_with_padding():
     expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits, data.y).mean()
     expected_acc = (logits.argmax(-1) == data.y).mean()
     out = train.evaluate(params, batch_stats, data, model=model, batch_size=40)  # 96 = 40 + 40 + 16 (padded)
-    np.testing.assert_allclose(out["loss"], expected_loss, rtol=1e-5)
-    np.testing.assert_allclose(out["accuracy"], expected_acc, rtol=1e-6)
+    assert_close_across_programs(out["loss"], expected_loss, rtol=1e-5)
+    assert_close_across_programs(out["accuracy"], expected_acc, rtol=1e-6)
 
 
 def test_regression_loss_is_half_squared_error():
@@ -144,15 +145,13 @@ def test_training_cut_into_segments_anywhere_equals_one_run_bit_for_bit():
     # and train() is that run with per-epoch means
     _, epochs, _ = jax.jit(lambda: train.train(state, mask, data, key, model=model, tx=tx, epochs=3,
                                                batch_size=16))()
-    np.testing.assert_allclose(epochs["loss"], np.asarray(whole_metrics["loss"]).reshape(3, 6).mean(1), rtol=1e-6)
+    assert_close_across_programs(epochs["loss"], np.asarray(whole_metrics["loss"]).reshape(3, 6).mean(1), rtol=1e-6)
 
 
 def test_gradient_noise_zero_equals_plain_training():
     """σ = 0 given as a number is plain training bit for bit (no draw is made); σ = 0 traced (a vmapped sweep over σ)
     adds exact zeros but is another compiled program, so it equals plain training up to float rounding (XLA may fuse
     the optimizer's arithmetic differently: measured 1-ulp differences). σ > 0: the next test."""
-    from conftest import assert_close_across_programs
-
     model, data, params, batch_stats, tx, mask = setup("adam")
     state = train.init_state(masks.apply(params, mask), batch_stats, tx)
     run = lambda s, std: train.train(s, mask, data, jax.random.key(2), model=model, tx=tx, epochs=3,  # noqa: E731

@@ -1,4 +1,5 @@
-"""Datasets as host numpy arrays, loaded from a flat config: ``load(config) -> Dataset``.
+"""Datasets as host numpy arrays, loaded from a flat config or a name: ``load(config) -> Dataset``,
+``load("gaussian", num_examples=200)``.
 
 Config keys (all read with ``config.get(key, default)``, so a config holds only those it needs):
 
@@ -14,7 +15,8 @@ Config keys (all read with ``config.get(key, default)``, so a config holds only 
   others: the whole training split); > 0: gaussian draws that many, others keep a random subset of that size
   (drawn from data_seed).
 * ``num_test``: test-set size, same rule (gaussian: 0 = 1000; others 0 = whole test split).
-* ``data_dir`` (None = TFDS default): where TFDS datasets are prepared.
+* ``data_dir`` (None or "" = the TFDS default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``): where TFDS
+  datasets are prepared.
 * gaussian only: ``input_dim`` (20), ``num_classes`` (10), ``labels`` ('random' | 'teacher'),
   ``teacher_widths`` (() = linear teacher, (w_1, …, w_L) = hidden ReLU layers of those widths), ``task``
   ('classification' | 'regression'), ``noise_std`` (0.5, regression). See :mod:`jaxprune.data.gaussian`.
@@ -109,13 +111,26 @@ def _load_real(name: str, config: Any, data_seed: int) -> Dataset:
                  num_test=config.get("num_test", 0))
     if name == "mnist1d":
         return mnist1d.load(**sizes)
-    return tfds_source.load(name, config.get("data_dir", None), **sizes)
+    return tfds_source.load(name, config.get("data_dir", None) or None, **sizes)  # TFDS: "" is no default
 
 
-def load(config: Any) -> Dataset:
+def as_mapping(config: Any, overrides: dict) -> Any:
+    """``config`` as something with ``get``: a dataset name becomes ``{"dataset": name}``; ``overrides`` (keys of
+    the module docstring) replace its keys."""
+    if isinstance(config, str):
+        config = {"dataset": config}
+    if not overrides:
+        return config
+    base = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    return {**base, **overrides}
+
+
+def load(config: Any, /, **overrides) -> Dataset:
     """The dataset ``config.dataset`` drawn with ``data_seed``, with ``input_noise_var`` noise on its inputs and
     ``label_noise`` applied to its training labels (keys and defaults in the module docstring). ``config``: a
-    ConfigDict or any mapping with ``get``."""
+    ConfigDict, any mapping with ``get``, or a dataset name; ``overrides`` replace its keys: ``load("mnist1d")``,
+    ``load("gaussian", num_examples=200)``, ``load(config, label_noise=0.1)``."""
+    config = as_mapping(config, overrides)
     name = config.get("dataset", None)
     if name not in DATASETS:
         raise ConfigError(f"dataset={name!r}: must be one of {DATASETS}")

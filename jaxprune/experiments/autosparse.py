@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import autosparse, data, irp, masks, models, parallel, plotting, stats, train
+from jaxprune import metrics as metrics_lib
 from jaxprune import workdir as wd
 from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
 from jaxprune.errors import ConfigError
@@ -182,7 +183,8 @@ def source_irp(config, setup: common.Setup, log,
     replay = seeds._replace(order_keys=other_order)
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tuple(seeds), tuple(replay))
     state, history, _ = irp_experiment.run_rounds(
-        config, setup, irp.schedule(config.prune_fraction, config.rounds, kind=config.irp_schedule), log,
+        config, setup, irp.schedule(config.prune_fraction, config.rounds, kind=config.irp_schedule),
+        lambda message: log(f"source IRP: {message}"),
         seeds=common.Seeds(*setup.shard(both)),
         checkpoint_dir=checkpoint_dir)
     state = parallel.to_host(state)
@@ -298,10 +300,8 @@ def binned_means(x: np.ndarray, ys: dict, bins: int) -> tuple[np.ndarray, dict]:
 
 def plot_tendencies(path: str, rows: autosparse.Dataset, predicted: dict) -> None:
     """Learned score vs |θ₀| and vs |∂L/∂θ| (the paper's learning tendencies), held-out seed, quantile bins."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, column, name in zip(axes, (0, 1), ("|θ₀|", "|∂L/∂θ| at θ₀")):
+    fig, axes = plotting.figure(2)
+    for ax, column, name in zip(axes[0], (0, 1), ("|θ₀|", "|∂L/∂θ| at θ₀")):
         centres, means = binned_means(np.abs(rows["x"][:, column]), {"IRP survival (truth)": rows["y"], **predicted},
                                       TENDENCY_BINS)
         for label, mean in means.items():
@@ -310,7 +310,7 @@ def plot_tendencies(path: str, rows: autosparse.Dataset, predicted: dict) -> Non
         ax.set_xlabel(f"{name} (mean of a quantile bin)")
         ax.set_ylabel("survival score")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    plotting.legend_outside(fig, axes[0][:1])
     fig.suptitle("Learning tendencies: predicted vs true survival score (held-out seed)")
     plotting.save(fig, path)
 
@@ -328,7 +328,7 @@ def records(table: str, rows: list[dict], **extra) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> str:
-    """One log line per method: mean ± std test accuracy at each sparsity."""
+    """One log line per method: mean ± sd test accuracy at each sparsity."""
     return "\n".join(f"  {r['method']:>22} @ {r['sparsity']}: {common.mean_std(r['test_accuracy'])}" for r in rows)
 
 
@@ -389,12 +389,12 @@ def run(config, workdir: str) -> dict:
                if k not in fitted}
     pruners |= {name: pruner(fitted[o["features"], o["objective"]], allocation, o) for name, o in variants.items()}
     tables = {}
-    for (model, dataset), setup in setups.items():
+    for (model, dataset), setup in common.staged(log, "masks and training per target", setups.items(), "targets"):
         chosen = [*pruners] if (model, dataset) == target else ["autosparse", *variants]
         tables[(model, dataset)] = compare(for_target(config, model, dataset), setup,
                                            {name: pruners[name] for name in chosen}, log,
                                            os.path.join(checkpoints, f"imp_{model}_{dataset}"))
-        log(f"{model} on {dataset}, test accuracy (mean ± std over seeds):\n{summary(tables[(model, dataset)])}")
+        log(f"{model} on {dataset}, test accuracy (mean ± sd over seeds):\n{summary(tables[(model, dataset)])}")
 
     compared = (*config.methods, "autosparse", *variants)
     by_method = {(r["method"], r["sparsity"]): r for r in tables[target]}
@@ -439,7 +439,9 @@ def run(config, workdir: str) -> dict:
         for m, d in transfers:
             metrics += records("transfer", [r for r in transfer if (r["target_model"], r["target_dataset"]) == (m, d)],
                                model=m, dataset=d)
-        wd.write_jsonl(os.path.join(workdir, wd.METRICS), metrics)
+        with metrics_lib.fresh(workdir, len(main_rows[0]["test_accuracy"]) if main_rows else 1) as writer:
+            writer.append(metrics)
+            writer.rows(main_rows, ("test_accuracy",))
         plot_tendencies(os.path.join(workdir, "learning_tendencies.png"), held_rows,
                         {f"predicted ({label})": p for label, p in predicted.items()})
         plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,

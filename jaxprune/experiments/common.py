@@ -1,8 +1,10 @@
 """What every experiment does the same way: seeds, data on device, model and vmapped initialization, progress."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -143,15 +145,15 @@ def networks(setup: Setup, seeds: Seeds, mask_sets: list) -> tuple[Seeds, Any]:
     return tiled, setup.shard(jax.tree.map(lambda *m: jnp.concatenate(m), *mask_sets))
 
 
-PROGRESS_SECONDS = 30.0  # long loops log a progress line with an ETA at least this often
+PROGRESS_SECONDS = 30.0  # long stages log a progress line with an ETA at least this often
 
 
 class Eta:
     """Progress of ``total`` units of work (e.g. training steps), ``done`` of them before this process started: the
     rate and estimated time left since the first unit timed here."""
 
-    def __init__(self, total: int, done: int = 0):
-        self.total, self.done = total, done
+    def __init__(self, total: int, done: int = 0, unit: str = "steps"):
+        self.total, self.done, self.unit = total, done, unit
         self.start_done, self.start = done, time.perf_counter()
         self.last = self.start
 
@@ -166,10 +168,12 @@ class Eta:
 
     def __str__(self) -> str:
         elapsed = time.perf_counter() - self.start
+        if self.done == self.start_done:
+            return f"{elapsed:.0f} s in, ETA after the first of {self.total - self.done} {self.unit}"
         rate = (self.done - self.start_done) / max(elapsed, 1e-9)
-        left = (self.total - self.done) / max(rate, 1e-9)
+        left = (self.total - self.done) / rate
         minutes, seconds = divmod(round(left), 60)
-        return f"{rate:.1f} steps/s, ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+        return f"{rate:.3g} {self.unit}/s, ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
 class Progress:
@@ -185,8 +189,39 @@ class Progress:
             print(f"[{self.name} {time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
 
 
+@contextlib.contextmanager
+def stage(log, what: str, total: int, unit: str):
+    """A long stage of ``total`` units: logs ``what`` now and then, until the block ends, a line at least every
+    :data:`PROGRESS_SECONDS` (from a heartbeat thread, so also while one long compiled call runs) with the units
+    done and an ETA from their rate. Yields ``advance(units=1)``, to call as units finish."""
+    eta, finished = Eta(total, unit=unit), threading.Event()
+    log(f"{what}: {total} {unit}")
+
+    def heartbeat():
+        while not finished.wait(PROGRESS_SECONDS):
+            log(f"{what}: {eta.done}/{total} {unit} done, {eta}")
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        yield eta.due
+    finally:
+        finished.set()
+        thread.join()
+
+
+def staged(log, what: str, items, unit: str):
+    """Each of ``items`` in turn, inside a :func:`stage` that counts one unit as each is done."""
+    items = list(items)
+    with stage(log, what, len(items), unit) as advance:
+        for item in items:
+            yield item
+            advance(1)
+
+
 def mean_std(values) -> str:
-    """'mean ± std' over the finite entries of ``values``."""
+    """'mean ± sd sd' over the finite entries of ``values`` (sd: their standard deviation, ddof 0): the one
+    meaning "±" has in every console line, labelled where it is printed."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
-    return "n/a" if values.size == 0 else f"{values.mean():.4f} ± {values.std():.4f}"
+    return "n/a" if values.size == 0 else f"{values.mean():.4f} ± {values.std():.4f} sd"

@@ -244,7 +244,7 @@ def run(config, workdir: str) -> dict:
         plotting.lines_vs_density(
             os.path.join(workdir, "accuracy_vs_density.png"),
             {f"IRP ({ok.sum()} seeds)": (density, test_accuracy[ok])},
-            ylabel="test accuracy", title=f"IRP: {config.model} on {config.dataset} (mean ± std over seeds)",
+            ylabel="test accuracy", title=f"IRP: {config.model} on {config.dataset} (mean ± sd over seeds)",
         )
         plotting.histogram(
             os.path.join(workdir, "survival_histogram.png"), {"all seeds": flat_survival[ok]},

@@ -256,7 +256,8 @@ def imp_masks(config, setup: common.Setup, sparsities, log=None, checkpoint_dir:
     ``checkpoint_dir`` if given (:func:`jaxprune.experiments.irp.run_rounds`)."""
     targets = [1.0 - s for s in sparsities]
     densities = irp.schedule(config.prune_fraction, targets=[t for t in targets if t < 1.0])
-    _, _, out = irp_experiment.run_rounds(config, setup, densities, log, record=set(densities),
+    labelled = log and (lambda message: log(f"imp: {message}"))
+    _, _, out = irp_experiment.run_rounds(config, setup, densities, labelled, record=set(densities),
                                           checkpoint_dir=checkpoint_dir)
     dense = jax.vmap(masks.ones)(out["seeds"].params)
     return {s: out["masks"].get(1.0 - s, dense) for s in sparsities}

@@ -71,8 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprune import data, irp, masks, models, parallel, plotting, robustness, stats, train
-from jaxprune import workdir as wd
+from jaxprune import data, irp, masks, metrics, models, parallel, plotting, robustness, stats, train
 from jaxprune.config import check_choice, check_methods, check_positive_int, check_sparsities, validate_pruning
 from jaxprune.data.noise import redrawn, with_label_noise
 from jaxprune.errors import ConfigError
@@ -357,6 +356,12 @@ def carries_optimizer(config) -> bool:
     return NO_REWIND in config.methods and config.no_rewind_optimizer == "carry"
 
 
+def fit_line(fit: dict, regression: bool) -> str:
+    """'train loss …, accuracy …, epochs […]' of trained nets (no accuracy for regression: it has none)."""
+    accuracy = "" if regression else f", accuracy {common.mean_std(fit['train_accuracy'])}"
+    return f"train loss {common.mean_std(fit['train_loss'])}{accuracy}, epochs {fit['epochs'].tolist()}"
+
+
 def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
                probe=None) -> dict:
     """Iterative magnitude pruning with rewinding to θ_0, every round trained under ``rule``: from the pre-trained
@@ -367,13 +372,12 @@ def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, ru
     prune = parallel.seed_map(lambda p, m, d: irp.magnitude_prune(p, m, d, config.scope), setup.mesh,
                               in_axes=(0, 0, None), one_device=True)
     trained, mask, rounds = dense["params"], jax.vmap(masks.ones)(seeds.params), {}
-    for density in densities:
+    for density in common.staged(log, "IMP rounds, each trained to convergence", densities, "rounds"):
         mask = prune(trained, mask, jnp.float32(density))
         fit = cell(train_all(config, setup, seeds, [mask], max_epochs=config.max_epochs, rule=rule, probe=probe,
                              keep_params=True), 0)
         rounds[density], trained = (mask, fit), fit["params"]
-        log(f"imp round at density {density:.4f}: train loss {common.mean_std(fit['train_loss'])}, accuracy "
-            f"{common.mean_std(fit['train_accuracy'])}, epochs {fit['epochs'].tolist()}")
+        log(f"imp round at density {density:.4f}: {fit_line(fit, setup.num_classes == 0)}")
     return rounds
 
 
@@ -414,11 +418,11 @@ def found_masks(config, setup: common.Setup, seeds: common.Seeds, methods, rule:
     pre-training of :func:`pretrain_dense` or None when no method needs a trained net). ``magnitude_after`` and
     :data:`NO_REWIND` share one set of largest-|θ_T| masks."""
     ones = jax.vmap(masks.ones)(seeds.params)
-    dense = (pretrain_dense(config, setup, seeds, rule, probe)
-             if set(methods) & {*masking.AFTER_TRAINING, NO_REWIND} else None)
-    if dense is not None:
-        log(f"dense pre-training: train loss {common.mean_std(dense['train_loss'])}, accuracy "
-            f"{common.mean_std(dense['train_accuracy'])}, epochs {dense['epochs'].tolist()}")
+    dense = None
+    if set(methods) & {*masking.AFTER_TRAINING, NO_REWIND}:
+        with common.stage(log, "dense pre-training to convergence", config.num_seeds, "networks"):
+            dense = pretrain_dense(config, setup, seeds, rule, probe)
+        log(f"dense pre-training: {fit_line(dense, setup.num_classes == 0)}")
     found, rounds = {}, {}
     for method in methods:
         if method == "imp":
@@ -518,8 +522,10 @@ def train_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule
     or None; rewiring diagnostics by (row name, sparsity)). The nets still to train train in one :func:`train_all`
     call."""
     to_train, done, rounds, dense, diagnostics = method_cells(config, setup, seeds, rule, log, probe)
-    out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs, rule=rule,
-                    probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
+    with common.stage(log, "training the masked networks to convergence (one compiled call)",
+                      len(to_train) * config.num_seeds, "networks"):
+        out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs,
+                        rule=rule, probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
     cells = done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)]
     return cells, rounds, dense, diagnostics
 
@@ -607,10 +613,10 @@ def run(config, workdir: str) -> dict:
                "results": results, "comparisons": comparisons, "ordering": ordering(results, metric)}
     if parallel.is_primary():
         write_outputs(workdir, config, cells, results, comparisons, metric)
+    holds = [f"{r['sparsity']:g}" for r in summary["ordering"] if r["holds"]]
     log(f"{summary['num_capped']} of {summary['num_networks']} networks hit max_epochs, {summary['num_failed']} "
-        f"failed (non-finite loss); paper ordering "
-        f"(after-training > at-init) holds at sparsities {[r['sparsity'] for r in summary['ordering'] if r['holds']]}"
-        f"; outputs in {workdir}")
+        f"failed (non-finite loss); paper ordering (after-training > at-init, in the mean over seeds) "
+        f"{'holds at sparsities ' + ', '.join(holds) if holds else 'holds at no sparsity'}; outputs in {workdir}")
     return summary
 
 
@@ -622,7 +628,9 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], compar
     records = [{"method": m, "sparsity": s, "seed": i, "epoch": e + 1, "train_loss": fit["history"]["loss"][i, e],
                 "train_accuracy": fit["history"]["accuracy"][i, e]}
                for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])]
-    wd.write_jsonl(os.path.join(workdir, wd.METRICS), records)
+    with metrics.fresh(workdir, config.num_seeds) as writer:  # one compiled call trains them all: no earlier lines
+        writer.append(records)
+        writer.rows(results, ("memorized", "train_accuracy"))
     by_method = rows_by_method(results)
     values = lambda key: {m: np.stack([r[key] for r in rows], axis=1) for m, rows in by_method.items()}  # noqa: E731
     sparsities = {m: [r["sparsity"] for r in rows] for m, rows in by_method.items()}
@@ -631,7 +639,7 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], compar
     plotting.lines_vs_density(
         os.path.join(workdir, "memorization_vs_density.png"),
         {m: ([1.0 - s for s in sparsities[m]], v) for m, v in values(metric).items()}, ylabel=label[metric],
-        title=f"Memorization, {config.model} on {config.dataset} (± std; x: hit max_epochs)",
+        title=f"Memorization, {config.model} on {config.dataset} (± sd; x: hit max_epochs)",
         flagged=values("hit_cap"))
     plotting.errorbars_vs_sparsity(
         os.path.join(workdir, "memorization_vs_sparsity.png"),

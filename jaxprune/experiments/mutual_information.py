@@ -52,8 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import irp, masks, mi, pai, parallel, plotting, train
-from jaxprune import workdir as wd
+from jaxprune import irp, masks, metrics, mi, pai, parallel, plotting, train
 from jaxprune.config import check_choice, check_fraction, check_methods, check_positive_int, validate_pruning
 from jaxprune.data import corrupt_labels
 from jaxprune.errors import ConfigError
@@ -297,6 +296,15 @@ def unpruned(params) -> int:
     return int(sum(np.size(p) for p, k in zip(jax.tree.leaves(params), kept) if not k))
 
 
+def streamed(writer: metrics.MetricsWriter, design: str, rows: list[dict]) -> list[dict]:
+    """``rows`` (one method's estimates, stage by stage), once appended to metrics.jsonl with their ``design``
+    (draws or noise_bits) and written to TensorBoard (tag ``<design>/<method>/bits``, step = the stage's index)."""
+    writer.append([r | {"design": design} for r in rows])
+    for i, r in enumerate(rows):
+        writer.sweep_scalars(i, {f"{design}/{r['pruning']}/bits": r["bits"]})
+    return rows
+
+
 def shown_upper(row: dict, one_sided: bool) -> float:
     """Upper end drawn for ``row``: its interval's, or the estimate itself for a one-sided bound (the noise-bit
     bound's upper end is the design's ceiling, not a measurement, and would dwarf every estimate)."""
@@ -313,8 +321,8 @@ def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) 
             one_sided: bool = False) -> None:
     """Bar per method at its estimate, error bar over its interval (``one_sided``: down to its lower end only), a
     cross at the permutation null's max; a saturated estimate (within its interval of the cap) is hatched."""
-    fig, ax = plotting.plt.subplots(figsize=(6, 4))
-    x = np.arange(len(rows))
+    fig, axes = plotting.figure()
+    ax, x = axes[0][0], np.arange(len(rows))
     bits = np.array([r["bits"] for r in rows])
     errors = np.array([[r["bits"] - r["lower"] for r in rows], [shown_upper(r, one_sided) - r["bits"] for r in rows]])
     bars = ax.bar(x, bits, yerr=errors, capsize=4, color="tab:blue", alpha=0.7,
@@ -327,33 +335,30 @@ def mi_bars(path: str, rows: list[dict], title: str, ylabel: str = "I(m; D | W) 
     ax.scatter(x, [r["null_max"] for r in rows], marker="x", color="black", zorder=3, label=null_label(rows))
     ax.set_xticks(x, [r["pruning"] for r in rows])
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_title(plotting.wrap(title, 50))
+    plotting.legend_outside(fig)
     plotting.save(fig, path)
 
 
 def mi_curve(path: str, rows: list[dict], xlabel: str, title: str, one_sided: bool = False) -> None:
     """Estimate against the stage with its interval (``one_sided``: up from its lower end) shaded and the null's
     max dashed."""
-    fig, ax = plotting.plt.subplots(figsize=(6, 4))
-    x = [r["stage"] for r in rows]
+    fig, axes = plotting.figure()
+    ax, x = axes[0][0], [r["stage"] for r in rows]
     ax.plot(x, [r["bits"] for r in rows], marker="o", label="I(m; D | W)")
     ax.fill_between(x, [r["lower"] for r in rows], [shown_upper(r, one_sided) for r in rows], alpha=0.2,
                     linewidth=0)
     ax.plot(x, [r["null_max"] for r in rows], "k--", label=null_label(rows))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("bits")
-    ax.set_title(title)
+    ax.set_title(plotting.wrap(title, 50))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    plotting.legend_outside(fig)
     plotting.save(fig, path)
 
 
 def write_outputs(workdir: str, config, rows: dict, noise_rows: dict) -> None:
-    """metrics.jsonl (one line per estimate, ``design`` draws or noise_bits) and the figures."""
-    wd.write_jsonl(os.path.join(workdir, wd.METRICS),
-                   [r | {"design": design} for design, group in (("draws", rows), ("noise_bits", noise_rows))
-                    for stage_rows in group.values() for r in stage_rows])
+    """The figures."""
     if rows:
         mi_bars(os.path.join(workdir, "mi_by_method.png"), [rows[m][-1] for m in config.methods],
                 f"I(m; D | W) at sparsity {config.sparsity} ({config.num_draws} draws x {config.repeats} repeats)")
@@ -415,15 +420,20 @@ def run(config, workdir: str) -> dict:
                          jax.random.split(draws_key, config.num_draws))
     log(f"{config.num_draws} draws x {config.repeats} repeats x {config.num_seeds} seeds, sparsity "
         f"{config.sparsity}, {config.model} {tuple(config.widths)} on {config.dataset} ({len(labels[0])} examples)")
-    rows = {m: method_results(m, config, setup, seeds, labels, keys, params_one, log) for m in config.methods}
+    writer = metrics.fresh(workdir, config.num_seeds)
+    rows = {m: streamed(writer, "draws", method_results(m, config, setup, seeds, labels, keys, params_one, log))
+            for m in common.staged(log, "mask ensembles and I(m; D | W)", config.methods, "methods")}
     noise_rows = {}
     if config.noise_bits:
         bits, noise_labels = noise_draws(setup.dataset.y_train, setup.dataset.num_classes, config.noise_masks,
                                          config.noise_bits, noise_key)
         noise_keys = jax.random.split(jax.random.fold_in(xi_key, 1), (config.noise_masks, 1, config.num_seeds))
         bits = np.asarray(bits)
-        noise_rows = {m: method_results(m, config, setup, seeds, noise_labels, noise_keys, params_one, log, bits)
-                      for m in config.noise_methods}
+        noise_rows = {m: streamed(writer, "noise_bits", method_results(m, config, setup, seeds, noise_labels,
+                                                                       noise_keys, params_one, log, bits))
+                      for m in common.staged(log, "noise-bit ensembles and I(m; Z | W)", config.noise_methods,
+                                             "methods")}
+    writer.close()
     capacities = capacity(config, os.path.join(workdir, "memorization")) if config.capacity else {}
     if parallel.is_primary():
         write_outputs(workdir, config, rows, noise_rows)
@@ -431,8 +441,8 @@ def run(config, workdir: str) -> dict:
     table = headline(noise_rows, capacities)
     for r in table:
         log(f"{r['method']:>15}: I >= {r['bits']:.1f} bits [{r['lower']:.1f}, {r['upper']:.0f}] (null max "
-            f"{r['null_max']:.1f}), E||m||_0 {r['expected_kept']:.0f}, p_eff {r['p_eff_nats']:.1f}, memorized "
-            f"{r['memorized_fraction']}")
+            f"{r['null_max']:.1f}), E||m||_0 {r['expected_kept']:.0f}, p_eff {r['p_eff_nats']:.1f} nats"
+            + (f", memorized {r['memorized_fraction']:.3f}" if r["memorized_fraction"] is not None else ""))
     return {
         "experiment": "mutual_information",
         "units": "MI in bits (mi.MIResult); " + mi.P_EFF_NOTE,

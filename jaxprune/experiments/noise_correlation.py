@@ -37,8 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import parallel, plotting, robustness, stats
-from jaxprune import workdir as wd
+from jaxprune import metrics, parallel, plotting, robustness, stats
 from jaxprune.config import check_choice
 from jaxprune.errors import ConfigError
 from jaxprune.experiments import common, masking, memorization
@@ -168,10 +167,12 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], imp_ro
                   comparisons: list[dict]) -> None:
     """metrics.jsonl (per method, sparsity, seed, epoch run) and the figures: ρ and BS against density per method
     (capped nets marked x), ρ across IMP rounds, the paired differences."""
-    wd.write_jsonl(os.path.join(workdir, wd.METRICS), [
-        {"method": m, "sparsity": s, "seed": i, "epoch": e + 1, "train_loss": fit["history"]["loss"][i, e],
-         **{k: fit["history"][f"probe/{k}"][i, e] for k in METRICS}}
-        for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])])
+    with metrics.fresh(workdir, config.num_seeds) as writer:  # one compiled call trains them all: no earlier lines
+        writer.append([{"method": m, "sparsity": s, "seed": i, "epoch": e + 1,
+                        "train_loss": fit["history"]["loss"][i, e], **{k: fit["history"][f"probe/{k}"][i, e]
+                                                                       for k in METRICS}}
+                       for m, s, _, fit in cells for i in range(config.num_seeds) for e in range(fit["epochs"][i])])
+        writer.rows(results, METRICS)
     by_method = memorization.rows_by_method(results)
     capped = {m: np.stack([r["hit_cap"] for r in rows], axis=1) for m, rows in by_method.items()}
     for metric, label in (("correlation", "corr(f(x_i), z_i)"), ("bubeck_sellke", "(1/n) Σ f(x_i) z_i / σ²"),
@@ -181,7 +182,7 @@ def write_outputs(workdir: str, config, cells: list, results: list[dict], imp_ro
             os.path.join(workdir, f"{metric}_vs_density.png"),
             {m: ([1.0 - r["sparsity"] for r in rows], np.stack([r[metric] for r in rows], axis=1))
              for m, rows in by_method.items()}, flagged=capped, ylabel=f"{label} at convergence",
-            title=f"Noise fitted, σ = {config.noise_std} (± std; x: hit max_epochs)")
+            title=f"Noise fitted, σ = {config.noise_std} (± sd; x: hit max_epochs)")
     if imp_rounds:
         plotting.lines_vs_density(
             os.path.join(workdir, "imp_correlation_vs_density.png"),

@@ -37,7 +37,7 @@ import os
 import jax
 import numpy as np
 
-from jaxprune import masks, parallel, plotting, train
+from jaxprune import masks, metrics, parallel, plotting, train
 from jaxprune import workdir as wd
 from jaxprune.config import check_methods, check_sparsities, validate_pruning
 from jaxprune.data.noise import redrawn
@@ -131,6 +131,13 @@ def metric_records(rows: list[dict]) -> list[dict]:
             for r in rows for s in range(len(r["test_accuracy"]))]
 
 
+def streamed(writer: metrics.MetricsWriter, rows: list[dict]) -> list[dict]:
+    """``rows``, once their metrics.jsonl lines are appended and their accuracies written to TensorBoard."""
+    writer.append(metric_records(rows))
+    writer.rows(rows, ("test_accuracy", "train_accuracy"))
+    return rows
+
+
 def curves(rows: list[dict], metric: str) -> dict:
     """{label: (densities, values [seeds, n])} per method; the dense reference as a flat band across them."""
     by_method = {}
@@ -146,7 +153,7 @@ def curves(rows: list[dict], metric: str) -> dict:
 
 
 def summary_table(rows: list[dict]) -> list[str]:
-    """One line per method: mean ± std of the test accuracy at each sparsity."""
+    """One line per method: mean ± sd of the test accuracy at each sparsity."""
     by_method = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(f"{r['sparsity']}: {common.mean_std(r['test_accuracy'])}")
@@ -163,11 +170,14 @@ def run(config, workdir: str) -> dict:
     log(f"{config.num_seeds} seeds, methods {', '.join(config.methods)}, ablations {tuple(config.ablations)}, "
         f"sparsities {tuple(config.sparsities)}; {config.model} {tuple(config.widths)} on {config.dataset} "
         f"({len(setup.dataset.y_train)} train / {len(setup.dataset.y_test)} test), {config.epochs} epochs")
-    rows = []
+    rows, writer = [], metrics.fresh(workdir, config.num_seeds)
     if config.dense_reference:
-        rows += evaluate_rows("dense", config, setup, seeds, {0.0: jax.vmap(masks.ones)(seeds.params)}, log)
-    for method in config.methods:
-        rows += method_rows(method, config, setup, seeds, log, os.path.join(workdir, wd.CHECKPOINTS, method))
+        rows += streamed(writer, evaluate_rows("dense", config, setup, seeds,
+                                               {0.0: jax.vmap(masks.ones)(seeds.params)}, log))
+    for method in common.staged(log, "masks, then training, method by method", config.methods, "methods"):
+        rows += streamed(writer, method_rows(method, config, setup, seeds, log,
+                                             os.path.join(workdir, wd.CHECKPOINTS, method)))
+    writer.close()
     results = {
         "experiment": "pai",
         "num_seeds": config.num_seeds,
@@ -185,12 +195,11 @@ def run(config, workdir: str) -> dict:
         "results": [{k: v for k, v in r.items() if k not in ("epoch_loss", "epoch_accuracy")} for r in rows],
     }
     if parallel.is_primary():
-        wd.write_jsonl(os.path.join(workdir, wd.METRICS), metric_records(rows))
         for metric in ("test_accuracy", "train_accuracy"):
             plotting.lines_vs_density(
                 os.path.join(workdir, f"{metric}_vs_density.png"), curves(rows, metric),
                 ylabel=metric.replace("_", " "),
-                title=f"{config.model} on {config.dataset}: mean ± std over {config.num_seeds} seeds")
-    for line in ["test accuracy (mean ± std over seeds) by sparsity:", *summary_table(rows), f"outputs in {workdir}"]:
+                title=f"{config.model} on {config.dataset}: mean ± sd over {config.num_seeds} seeds")
+    for line in ["test accuracy (mean ± sd over seeds) by sparsity:", *summary_table(rows), f"outputs in {workdir}"]:
         log(line)
     return results

@@ -1,0 +1,28 @@
+"""Progress lines: a long stage logs what it does and, at least every PROGRESS_SECONDS, its units done and an ETA,
+also while the main thread is blocked in one call."""
+import time
+
+from jaxprune.experiments import common
+
+
+def test_a_stage_reports_while_blocked_and_its_eta_comes_from_the_rate(monkeypatch):
+    monkeypatch.setattr(common, "PROGRESS_SECONDS", 0.05)
+    lines = []
+    with common.stage(lines.append, "training", 4, "networks") as advance:
+        time.sleep(0.3)  # one blocking call, no unit done yet: the heartbeat still reports
+        blocked = list(lines)
+        advance(2)
+        time.sleep(0.3)
+    assert lines[0] == "training: 4 networks"
+    assert len(blocked) >= 3 and all("0/4 networks done" in x and "ETA after the first" in x for x in blocked[1:])
+    after = [x for x in lines[len(blocked):] if "2/4" in x]
+    assert after and all("networks/s, ETA 0:00:0" in x for x in after)  # 2 done in ~0.3 s: ~0.3 s left
+    count = len(lines)
+    time.sleep(0.15)
+    assert len(lines) == count  # the heartbeat ends with the stage
+
+
+def test_staged_counts_each_item_as_it_is_done():
+    lines = []
+    assert list(common.staged(lines.append, "methods", ["a", "b"], "methods")) == ["a", "b"]
+    assert lines == ["methods: 2 methods"]
