@@ -438,8 +438,11 @@ def found_masks(config, setup: common.Setup, seeds: common.Seeds, methods, rule:
 def redrawn_dataset(config, dataset: data.Dataset) -> data.Dataset:
     """D′ of the swap control (:func:`jaxprune.data.noise.redrawn`): the regression noise, or the labels that are
     random in ``dataset`` (every label of gaussian ``labels='random'``, else the ``corrupted`` ones), drawn again."""
-    every = config.dataset == "gaussian" and config.labels == "random"
-    return redrawn(dataset, config.data_seed, dataset.corrupted | every)
+    random = dataset.corrupted | (config.dataset == "gaussian" and config.labels == "random")
+    if dataset.num_classes > 0 and not random.any():
+        raise ConfigError(f"config.ablations={tuple(config.ablations)!r}: 'swap' draws the random labels again, and "
+                          f"this {config.dataset} training set keeps its own labels (none random)")
+    return redrawn(dataset, config.data_seed, random)
 
 
 def redrawn_seed_data(config, setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
