@@ -314,6 +314,9 @@ def validate_training(config) -> None:
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
     masking.check_rewire(config)
+    if "swap" in config.ablations and config.get("keep_labels", False) and config.label_noise == 0:
+        raise ConfigError(f"config.ablations={tuple(config.ablations)!r}: 'swap' draws the random labels again; with "
+                          "config.keep_labels the training set keeps its own labels (none random)")
     validate_pruning(config)
     check_choice(config, "stop_rule", STOP_RULES)
     check_positive_int(config, "max_epochs")
