@@ -252,6 +252,11 @@ def test_validation_names_the_key(key, value, needle):
         mem.validate(tiny_config(**{key: value}))
 
 
+def test_swap_is_refused_where_no_label_is_random():
+    with pytest.raises(ConfigError, match="'swap' draws the random labels again"):
+        mem.validate(tiny_config(dataset="mnist1d", keep_labels=True))
+
+
 def test_rewire_on_a_conv_net_is_refused_naming_the_supported_models():
     with pytest.raises(ConfigError, match="'rewire' is defined for Dense kernels only \\(models mlp, lenet300_100\\)"):
         mem.validate(tiny_config(model="conv4"))

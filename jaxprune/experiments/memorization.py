@@ -313,6 +313,9 @@ def validate_training(config) -> None:
     if config.ablations != ():
         check_methods(config, ABLATIONS, key="ablations")
     masking.check_rewire(config)
+    if "swap" in config.ablations and config.get("keep_labels", False) and config.label_noise == 0:
+        raise ConfigError(f"config.ablations={tuple(config.ablations)!r}: 'swap' draws the random labels again; with "
+                          "config.keep_labels the training set keeps its own labels (none random)")
     validate_pruning(config)
     check_choice(config, "stop_rule", STOP_RULES)
     check_positive_int(config, "max_epochs")
@@ -442,8 +445,11 @@ def found_masks(config, setup: common.Setup, seeds: common.Seeds, methods, rule:
 def redrawn_dataset(config, dataset: data.Dataset) -> data.Dataset:
     """D′ of the swap control (:func:`jaxprune.data.noise.redrawn`): the regression noise, or the labels that are
     random in ``dataset`` (every label of gaussian ``labels='random'``, else the ``corrupted`` ones), drawn again."""
-    every = config.dataset == "gaussian" and config.labels == "random"
-    return redrawn(dataset, config.data_seed, dataset.corrupted | every)
+    random = dataset.corrupted | (config.dataset == "gaussian" and config.labels == "random")
+    if dataset.num_classes > 0 and not random.any():
+        raise ConfigError(f"config.ablations={tuple(config.ablations)!r}: 'swap' draws the random labels again, and "
+                          f"this {config.dataset} training set keeps its own labels (none random)")
+    return redrawn(dataset, config.data_seed, random)
 
 
 def redrawn_seed_data(config, setup: common.Setup, seeds: common.Seeds) -> common.Seeds:
