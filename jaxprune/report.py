@@ -10,8 +10,10 @@ the current directory)
 
 The headline metric of each experiment (:data:`HEADLINES`): test accuracy (irp, pai, autosparse), the memorized
 fraction (memorization), corr(f(x_i), z_i) at convergence (noise_correlation), I(m; D | W) in bits
-(mutual_information, its per-seed estimates). Seeds a run lists as failed are left out. A workdir with a config
-but no results.json is listed as not finished; a path that is no workdir is one line on stderr and exit code 2.
+(mutual_information, its per-seed estimates), the round-end correlation with the noise through IMP
+(noise_correlation_curve), the toy's exact I(m; D | init) in bits (toy_mutual_information, one value). Seeds a run
+lists as failed are left out. A workdir with a config but no results.json is listed as not finished; a path that is
+no workdir is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -56,6 +58,15 @@ def _mi_rows(r: dict) -> list:
             for m, v in r["methods"].items()]
 
 
+def _curve_rows(r: dict) -> list:
+    return [("imp", 1.0 - p["density"], np.asarray(p["paper_correlation_per_seed"], np.float64)) for p in r["peaks"]]
+
+
+def _toy_rows(r: dict) -> list:
+    """One value per (method, pruned count): the toy's MI is one number, not a per-seed estimate."""
+    return [(m, k / r["num_params"], np.array([b])) for m, bits in r["mi_bits"].items() for k, b in enumerate(bits)]
+
+
 # experiment: (headline metric, results.json -> [(method, sparsity, per-seed values)]).
 HEADLINES = {
     "irp": ("test accuracy", _irp_rows),
@@ -64,6 +75,8 @@ HEADLINES = {
     "noise_correlation": ("noise correlation", _rows_of("correlation")),
     "mutual_information": ("I(m; D | W) bits", _mi_rows),
     "autosparse": ("test accuracy", _rows_of("test_accuracy")),
+    "noise_correlation_curve": ("round-end (1/n) Σ (f − f̄) z", _curve_rows),
+    "toy_mutual_information": ("I(m; D | init) bits", _toy_rows),
 }
 
 

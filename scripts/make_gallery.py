@@ -27,7 +27,9 @@ if REPO not in sys.path:
 
 from jaxprune.experiments import REGISTRY  # noqa: E402
 
-PRESETS = ("nfp_fig1a",)  # paper presets (configs/<name>.py) run beside the experiments' default configs
+PRESETS = ("nfp_fig1a", "nfp_fig2", "nfp_fig4")  # paper presets (configs/<name>.py) run beside the defaults
+# Experiments with a default config of their own name (configs/<name>.py); the others run through a preset.
+DEFAULTS = tuple(n for n in sorted(REGISTRY) if os.path.exists(os.path.join(REPO, "configs", f"{n}.py")))
 
 # --quick: tiny settings shared by every experiment, then each experiment's own (keys of configs/<name>.py).
 QUICK_COMMON = {"num_seeds": 2, "epochs": 1, "num_examples": 128, "num_test": 64, "widths": (16,)}
@@ -44,6 +46,10 @@ QUICK = {
                            "capacity_methods": ("snip", "imp"), "max_epochs": 2, "min_epochs": 0},
     "nfp_fig1a": {"num_seeds": 2, "methods": ("imp", "snip", "random"), "sparsities": (0.5, 0.8), "max_epochs": 2,
                   "min_epochs": 0, "prune_fraction": 0.5},
+    "nfp_fig2": {"num_examples": 64, "num_test": 8, "input_dim": 8, "teacher_widths": (8,), "widths": (16, 16),
+                 "batch_size": 32, "rounds": 2, "epochs": 2},
+    "nfp_fig4": {"num_seeds": 1, "num_examples": 3, "widths": (2,), "num_datasets": 64, "sample_sizes": (16, 64),
+                 "train_steps": 5, "synflow_rounds": 2},
     "autosparse": {"rounds": 2, "predictor_steps": 5, "predictor_batch_size": 256, "methods": ("random", "snip"),
                    "ablations": (), "transfer_targets": (), "sparsities": (0.5,)},
 }
@@ -94,7 +100,7 @@ def run(name: str, runs_dir: str, out_dir: str, quick: bool) -> tuple[str, list[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(REGISTRY) + list(PRESETS), help="run only this experiment or preset")
+    parser.add_argument("--only", choices=list(DEFAULTS + PRESETS), help="run only this experiment or preset")
     parser.add_argument("--quick", action="store_true", help="tiny overrides for a smoke test")
     parser.add_argument("--runs", help="workdirs root, relative to the repository root "
                                        "(default runs/gallery, or runs/gallery_quick with --quick)")
@@ -111,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     snippet = []
-    for name in [args.only] if args.only else sorted(REGISTRY) + list(PRESETS):
+    for name in [args.only] if args.only else DEFAULTS + PRESETS:
         try:
             printed, figures = run(name, args.runs, args.out, args.quick)
         except subprocess.CalledProcessError as e:

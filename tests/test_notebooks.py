@@ -145,13 +145,16 @@ def test_notebook_runs_in_a_fresh_kernel_and_draws_its_figures(name):
 
 def test_gallery_quick_overrides_are_valid_configs_of_every_experiment():
     gallery = load_gallery()
-    assert set(REGISTRY) <= set(gallery.QUICK)
+    assert set(gallery.DEFAULTS + gallery.PRESETS) == set(gallery.QUICK)
+    covered = set()
     for name, overrides in gallery.QUICK.items():
         config = importlib.import_module(f"configs.{name}").get_config()
         assert config.experiment == name or name in gallery.PRESETS
+        covered.add(config.experiment)
         config.update({**gallery.QUICK_COMMON, **overrides})  # raises on a key the config does not have
         config_lib.validate_common(config)
         importlib.import_module(f"jaxprune.experiments.{config.experiment}").validate(config)
+    assert covered == set(REGISTRY)  # every experiment is in the gallery, by its default config or a preset
 
 
 def test_gallery_command_is_the_cli_with_the_quick_overrides():

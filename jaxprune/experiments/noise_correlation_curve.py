@@ -164,7 +164,8 @@ def summarize(config, points, out: dict) -> dict:
                "curve": curve_rows(out["paper_correlation"][0], densities),
                **{k: curve_rows(out[k][0], densities) for k in RECORDED[1:]},
                "peaks": [{"round": r, "density": float(densities[r]),
-                          **{k: dict(zip(("mean", "se"), map(float, mean_se(out[k][0, :, r, -1])))) for k in RECORDED}}
+                          **{k: dict(zip(("mean", "se"), map(float, mean_se(out[k][0, :, r, -1])))) for k in RECORDED},
+                          "paper_correlation_per_seed": out["paper_correlation"][0, :, r, -1].tolist()}
                          for r in range(config.rounds)],
                "final_train_loss": dict(zip(("mean", "se"), map(float, mean_se(out["train_loss"][0, :, -1, -1])))),
                **climbs_and_drops(out["paper_correlation"][0])}
@@ -187,8 +188,7 @@ def climbs_and_drops(values: np.ndarray) -> dict:
 def write_figures(workdir: str, config, results: dict) -> None:
     """``correlation_vs_epoch.png`` (Fig 2a/3: the curve with prunes marked, and the round-end peaks against
     density) or, with a sweep, ``correlation_vs_epoch_by_<sweep>.png`` (Fig 2b/2c)."""
-    fig, axes = plotting.plt.subplots(1, 1 if config.sweep else 2, figsize=(11 if not config.sweep else 6, 4),
-                                      squeeze=False)
+    fig, axes = plotting.figure(1 if config.sweep else 2, width=5.0, height=3.8)
     ax = axes[0][0]
     if config.sweep:
         for value, mean in results["curves"].items():
@@ -214,7 +214,8 @@ def write_figures(workdir: str, config, results: dict) -> None:
         axes[0][1].grid(alpha=0.3, which="both")
         name = "correlation_vs_epoch.png"
     ax.set(xlabel="epoch", ylabel="correlation with the label noise",
-           title=f"{config.num_seeds} seeds, mean ± s.e." + ("; dotted: prune + rewind" if not config.sweep else ""))
+           title=plotting.wrap(f"{config.num_seeds} seeds, mean ± s.e."
+                               + ("; dotted: prune + rewind" if not config.sweep else ""), 45))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    plotting.legend_outside(fig, axes[0][:1])
     plotting.save(fig, os.path.join(workdir, name))

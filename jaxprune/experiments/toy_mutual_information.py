@@ -156,28 +156,29 @@ def sampled_errors(sampled: dict, exact: dict) -> dict:
 
 
 def write_figure(path: str, config, results: dict) -> None:
-    """Left: bits against parameters pruned, one curve per method (exact solid when computed, Miller–Madow at
-    the largest sample dashed). Right: the sampled estimates' largest error against the exact value vs N."""
-    fig, axes = plotting.plt.subplots(1, 2 if "exact" in results else 1, figsize=(11, 4), squeeze=False)
+    """Left: bits against parameters pruned, one curve per method in its fixed colour (:func:`plotting.styles`;
+    exact solid when computed, Miller–Madow at the largest sample dashed). Right: the sampled estimates' largest
+    error against the exact value vs N (plug-in solid, Miller–Madow dashed)."""
+    fig, axes = plotting.figure(2 if "exact" in results else 1, width=5.0, height=3.8)
     counts, largest = results["pruned_counts"], max(results["sampled"])
-    for i, (m, bits) in enumerate(results["mi_bits"].items()):
-        color = f"C{i}"
-        axes[0][0].plot(counts, bits, marker="o", markersize=3, color=color, label=f"{m} ({results['mi_source']})")
+    color = {m: style["color"] for m, style in plotting.styles(list(results["mi_bits"])).items()}
+    for m, bits in results["mi_bits"].items():
+        source = "exact" if "exact" in results else results["mi_source"]
+        axes[0][0].plot(counts, bits, marker="o", markersize=3, color=color[m], label=f"{m} ({source})")
         if "exact" in results:
-            axes[0][0].plot(counts, results["sampled"][largest]["miller_madow"][m], linestyle="--", color=color,
-                            label=f"{m} (Miller–Madow, {largest} samples)")
+            axes[0][0].plot(counts, results["sampled"][largest]["miller_madow"][m], linestyle="--", marker="x",
+                            markersize=3, color=color[m], label=f"{m} (Miller–Madow, {largest} samples)")
     axes[0][0].set(xlabel="parameters pruned", ylabel="I(m; D | init) = H(m | init)  [bits]",
                    title=f"Toy {config.task}: {results['num_params']} parameters")
-    axes[0][0].legend(fontsize=7)
     if "exact" in results:
         sizes = sorted(results["sampled_error"])
-        for i, m in enumerate(results["exact"]):
+        for m in results["exact"]:
             for estimator, style in zip(ESTIMATORS, ("-", "--")):
                 axes[0][1].plot(sizes, [results["sampled_error"][n][estimator][m] for n in sizes], style,
-                                marker="o", color=f"C{i}", label=f"{m} {estimator}")
-        axes[0][1].set(xscale="log", xlabel="sampled datasets N", ylabel="max over counts |estimate − exact| [bits]",
-                       title="Sampled estimate vs exact enumeration")
-        axes[0][1].legend(fontsize=7)
+                                marker="o", markersize=3, color=color[m])
+        axes[0][1].set(xscale="log", xlabel="sampled datasets N", ylabel="max |estimate − exact| [bits]",
+                       title=plotting.wrap("Sampled vs exact (solid: plug-in, dashed: Miller–Madow)", 40))
     for ax in axes[0]:
         ax.grid(alpha=0.3)
+    plotting.legend_outside(fig, axes[0][:1])
     plotting.save(fig, path)
