@@ -4,7 +4,7 @@
 
 Paper setting: 2-hidden-layer ReLU MLP of width 200, Adam, batch 64, trained to convergence. Deviation for the CPU
 budget: learning rate 1e-2, not the paper's 1e-3 (at 1e-3 the sparse nets need 300-1000+ epochs to converge; see
-the README). The paper's panels, meant for a GPU (20+ seeds):
+docs/memorization.md). The paper's panels, meant for a GPU (20+ seeds):
 
     # Fig. 1a, Gaussian, the paper's learning rate
     --config.learning_rate=1e-3 --config.max_epochs=3000 --config.num_seeds=20

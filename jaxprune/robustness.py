@@ -45,7 +45,7 @@ SQUARINGS = 10  # spectral_norm: G^(2^10) = G^1024 isolates the top eigenvector 
 
 def spectral_norm(matrix: jax.Array) -> jax.Array:
     """‖A‖₂, the largest singular value of a K × d matrix, without a LAPACK call (which can stall XLA:CPU's thread
-    pool when several devices run one at once; see the README).
+    pool when several devices run one at once; see docs/scale_out.md).
 
     With G = A Aᵀ (or AᵀA, whichever is smaller), G^(2^t) = Σ_i λ_i^(2^t) u_i u_iᵀ is dominated by the top
     eigenvector u_1 after t = :data:`SQUARINGS` repeated squarings (each rescaled by its trace, so nothing

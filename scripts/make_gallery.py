@@ -1,4 +1,4 @@
-"""Run every experiment's default config and collect its PNG figures for the README gallery.
+"""Run every experiment's default config and collect its PNG figures for the gallery (docs/gallery.md).
 
     python scripts/make_gallery.py                  # all experiments -> runs/gallery/<name>, docs/gallery/
     python scripts/make_gallery.py --only irp       # one experiment
@@ -9,7 +9,7 @@ Each experiment runs through the CLI, ``python -m jaxprune.main --config=configs
 runs. A workdir that already holds the finished run of the same command is reused (the CLI says so). Its figures
 ``<runs>/<name>/<figure>.png`` are then copied to ``<out>/<name>-<figure>.png`` (experiment names hold no '-', so
 the prefix is unambiguous), after removing that experiment's old figures there. At the end a markdown snippet
-(each image with the command that made it) is printed for the README.
+(each image with the command that made it, image paths relative to docs/) is printed for docs/gallery.md.
 """
 from __future__ import annotations
 
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"make_gallery: {name} failed with exit code {e.returncode}", file=sys.stderr)
             return 1
         print(f"{name}: {len(figures)} figures -> {args.out}", flush=True)
-        snippet += [f"```\n{printed}\n```"] + [f"![{name}]({os.path.relpath(f, REPO)})" for f in figures]
+        docs = os.path.join(REPO, "docs")  # the snippet's image paths are relative to docs/gallery.md
+        snippet += [f"```\n{printed}\n```"] + [f"![{name}]({os.path.relpath(f, docs)})" for f in figures]
     print("\n".join(snippet))
     return 0
 

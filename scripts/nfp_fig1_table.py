@@ -1,6 +1,6 @@
-"""The README tables of a No Free Prune Fig. 1 run: the headline metric per method at chosen sparsities as mean ±
-standard error over the seeds (the paper's error bars), and IMP − each other method as paired differences with
-95% t intervals and verdicts (the run's ``comparisons``).
+"""The tables of a No Free Prune Fig. 1 run (docs/nfp_paper_figures.md): the headline metric per method at chosen
+sparsities as mean ± standard error over the seeds (the paper's error bars), and IMP − each other method as paired
+differences with 95% t intervals and verdicts (the run's ``comparisons``).
 
     python scripts/nfp_fig1_table.py runs/nfp_fig1a --sparsities 0.956 0.972 0.993
 

@@ -251,9 +251,9 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
 
 
 def test_paper_preset_is_the_reference_protocol_and_runs_tiny_on_mock_cifar(run_experiment):
-    """The 'paper' preset (README's GPU command) at a tiny size: its protocol options (SNIP IRP criterion, linear
-    schedule to 1%, train-set gradient, BatchNorm MLP, CIFAR-10 -> CIFAR-100) with small MLPs in place of
-    ResNet-18 / VGG-16 (whose CPU compile alone takes minutes), on TFDS mock data."""
+    """The 'paper' preset (the GPU command in docs/autosparse.md) at a tiny size: its protocol options (SNIP IRP
+    criterion, linear schedule to 1%, train-set gradient, BatchNorm MLP, CIFAR-10 -> CIFAR-100) with small MLPs in
+    place of ResNet-18 / VGG-16 (whose CPU compile alone takes minutes), on TFDS mock data."""
     import tensorflow_datasets as tfds
 
     config = get_config("paper")

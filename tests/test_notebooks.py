@@ -1,5 +1,5 @@
 """The Colab notebooks (stored without outputs, executed here in a fresh kernel started in notebooks/, as Jupyter
-and ``jupyter nbconvert --execute`` start it, with no PYTHONPATH) and the README gallery script
+and ``jupyter nbconvert --execute`` start it, with no PYTHONPATH) and the gallery script
 (``scripts/make_gallery.py --quick --only irp`` end to end)."""
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ e = 1, 2, …: stop after epoch e ≥ ``min_epochs`` if
 
 w = ``loss_window``, p = ``accuracy_patience`` (0: no accuracy clause), else at ``max_epochs`` (``hit_cap``). The
 paper: "till convergence in loss to within 0.01 (or until accuracy doesn't change for three consecutive epochs)".
-Which reading and window measure capacity (the defaults) is measured and argued in the README.
+Which reading and window measure capacity (the defaults) is measured and argued in docs/memorization.md.
 
 Every network is frozen (state and history) from the epoch its rule fires, so it stops at its own epoch without a
 host sync; the networks train in small blocks (:func:`jaxprune.parallel.seed_map`), each block in a
