@@ -49,6 +49,28 @@ def test_global_keeps_exactly_the_top_k_by_brute_force(sparsity):
     assert bool(jnp.all(m["Dense_0"]["bias"])) and bool(jnp.all(m["BatchNorm_0"]["scale"]))
 
 
+def test_top_k_equals_a_stable_sort_on_ties_zeros_infinities_nans_and_every_edge_k():
+    """The sort-free selection (bits of the k-th largest score decided by counts) against NumPy's stable sort:
+    scores drawn from a small set so most are tied, with ±0 (equal), ±inf, NaN (lowest), subnormal and extreme
+    values, at k = 0, 1, n − 1, n, beyond n and random k. Subnormal scores count as 0, as in XLA's own sort on
+    CPU (it flushes them), so the masks of every earlier run are unchanged."""
+    special = np.array([0.0, -0.0, 1.0, -1.0, 2.5, -2.5, np.nan, np.inf, -np.inf, 1e-40, -1e-40, 3.4e38, -3.4e38],
+                       np.float32)
+    rng = np.random.default_rng(0)
+    select = jax.jit(masks._top_k_mask)
+    for trial in range(60):
+        n = int(rng.integers(1, 40))
+        scores = rng.choice(special, n) if trial % 2 else (rng.normal(size=n) * (rng.random(n) < 0.6)).astype(
+            np.float32)
+        ordered = np.where(np.isnan(scores), -np.inf, scores)  # NaN lowest
+        ordered = np.where(np.abs(ordered) < np.finfo(np.float32).tiny, np.float32(0), ordered)  # ±0, subnormals
+        for k in {0, 1, n - 1, n, n + 2, int(rng.integers(0, n + 1))}:
+            expected = np.zeros(n, bool)
+            expected[np.argsort(-ordered, kind="stable")[:k]] = True
+            np.testing.assert_array_equal(select(jnp.asarray(scores), jnp.int32(k)), expected,
+                                          err_msg=f"scores={scores.tolist()} k={k}")
+
+
 def test_ties_broken_by_smaller_flat_index_and_nan_ranks_lowest():
     p = {"d": {"kernel": jnp.zeros((2, 3))}}
     scores = {"d": {"kernel": jnp.array([[1.0, 2.0, 1.0], [jnp.nan, 1.0, 2.0]])}}
