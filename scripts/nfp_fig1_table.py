@@ -3,8 +3,12 @@ sparsities as mean ± standard error over the seeds (the paper's error bars), an
 differences with 95% t intervals and verdicts (the run's ``comparisons``).
 
     python scripts/nfp_fig1_table.py runs/nfp_fig1a --sparsities 0.956 0.972 0.993
+    python scripts/nfp_fig1_table.py runs/nfp_fig1a_sgd --against runs/nfp_fig1a   # an alternative setting
 
 A sparsity is matched to the run's nearest one (within 0.001). Failed seeds (``failed_seeds``) are left out.
+``--against BASE`` adds, per method and sparsity, this run − BASE paired over the seed ids both runs have
+(``seed_ids``: with per-seed data, seed i has the same dataset, initial weights and keys in both), the question
+"does this setting move the result?".
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import json
 import os
 
 import numpy as np
+
+from jaxprune import stats
 
 
 def nearest(values, target: float) -> float:
@@ -28,13 +34,47 @@ def mean_se(values) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(v.size):.3f}" if v.size > 1 else "n/a"
 
 
+def load(workdir: str) -> tuple[dict, str, list[dict]]:
+    """(results.json, its headline metric, its rows other than dense)."""
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    return results, results.get("metric", "train_accuracy"), [r for r in results["results"] if r["method"] != "dense"]
+
+
+def per_seed(row: dict, metric: str, seed_ids: list) -> dict:
+    """{seed id: the row's metric} over the seeds that did not fail."""
+    failed = set(row.get("failed_seeds", []))
+    return {s: v for i, (s, v) in enumerate(zip(seed_ids, row[metric])) if i not in failed and v is not None}
+
+
+def against(workdir: str, base: str, sparsities, metric: str) -> None:
+    """This run − ``base`` per method and sparsity, paired over the shared seed ids (95% t interval, verdict)."""
+    (ours, _, rows), (theirs, _, base_rows) = load(workdir), load(base)
+    base_cell = {(r["method"], r["sparsity"]): r for r in base_rows}
+    print(f"\nThis run − {base} in {metric}, paired over the seed ids both have (95% t interval, verdict):\n")
+    print("| method | " + " | ".join(f"{s:.3f}" for s in sparsities) + " |\n|---|" + "---|" * len(sparsities))
+    for m in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for s in sparsities:
+            row = next(r for r in rows if r["method"] == m and r["sparsity"] == s)
+            other = base_cell.get((m, nearest({k[1] for k in base_cell if k[0] == m} or {s}, s)))
+            a, b = per_seed(row, metric, ours["seed_ids"]), other and per_seed(other, metric, theirs["seed_ids"])
+            shared = sorted(set(a) & set(b or {}))
+            if not shared:
+                cells.append("n/a")
+                continue
+            c = stats.paired_difference([a[i] for i in shared], [b[i] for i in shared])
+            interval = "no interval" if c["lower"] is None else f"[{c['lower']:+.3f}, {c['upper']:+.3f}]"
+            cells.append(f"{c['mean_difference']:+.3f} {interval}, n={len(shared)}: {stats.verdict(c)}")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workdir")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.956, 0.972, 0.993])
+    parser.add_argument("--against", metavar="BASE", help="a finished run to compare with, paired by seed id")
     args = parser.parse_args(argv)
-    results = json.load(open(os.path.join(args.workdir, "results.json")))
-    metric, rows = results.get("metric", "train_accuracy"), [r for r in results["results"] if r["method"] != "dense"]
+    results, metric, rows = load(args.workdir)
     at = [nearest({r["sparsity"] for r in rows}, s) for s in args.sparsities]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cell = {(r["method"], r["sparsity"]): r for r in rows}
@@ -57,6 +97,8 @@ def main(argv=None) -> None:
             else:
                 cells.append(f"{c['mean_difference']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}]: {c['verdict']}")
         print(f"| imp − {b} | " + " | ".join(cells) + " |")
+    if args.against:
+        against(args.workdir, args.against, at, metric)
 
 
 if __name__ == "__main__":

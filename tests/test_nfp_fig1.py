@@ -1,7 +1,9 @@
 """No Free Prune Fig. 1: the memorized criterion, input noise, PyTorch's default init, failed nets, the carried
 optimizer state of magnitude_after_no_rewind, and the Fig. 1b preset at tiny size on mock Fashion-MNIST."""
 import importlib
+import json
 import math
+import runpy
 from pathlib import Path
 
 import jax
@@ -145,3 +147,24 @@ def test_fig1a_benchmark_smoke_prints_positive_rates(monkeypatch, capsys):
     importlib.import_module("bench_nfp_fig1a").main(["--smoke"])
     row = capsys.readouterr().out.split("|---|")[-1].splitlines()[1].strip("|").split("|")
     assert row[0].strip() == "4" and float(row[2].split()[0]) > 0 and float(row[3].split()[0]) > 0
+
+
+def test_fig1_table_against_pairs_the_shared_seed_ids_and_drops_failed_seeds(tmp_path, capsys):
+    """``scripts/nfp_fig1_table.py --against``: this run − BASE over the seed ids both have, a failed seed of
+    either side left out, against the t interval computed here from the same pairs."""
+    def write(name, seed_ids, values, failed):
+        row = {"method": "imp", "sparsity": 0.956, "memorized": values, "epochs": [30] * len(values),
+               "failed_seeds": failed}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(
+            {"metric": "memorized", "num_seeds": len(values), "seed_ids": seed_ids, "results": [row],
+             "comparisons": []}))
+
+    write("alt", [0, 1, 2, 3, 4], [1.0, 0.9, 0.5, 0.7, 0.2], failed=[4])  # seed id 4 failed here
+    write("base", [2, 3, 0, 1, 5, 4], [0.4, 0.1, 0.8, 0.8, 0.0, 0.0], failed=[])
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "nfp_fig1_table.py"), run_name="x")["main"](
+        [str(tmp_path / "alt"), "--sparsities", "0.956", "--against", str(tmp_path / "base")])
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| imp | +")][0]
+    d = np.array([1.0, 0.9, 0.5, 0.7]) - np.array([0.8, 0.8, 0.4, 0.1])  # seed ids 0–3 in both
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert line == f"| imp | {d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}], n=4: inconclusive |"
