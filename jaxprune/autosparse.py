@@ -385,21 +385,8 @@ def train_predictor(
     again by :func:`score`). 'mlp' samples ``batch_size`` rows uniformly; 'backbone' samples
     ``batch_size // window`` windows of ``window`` consecutive rows of one layer (see :func:`window_sampler`).
     """
-    if kind not in KINDS:
-        raise ConfigError(f"kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
-    if objective not in OBJECTIVES or gradient not in GRADIENTS:
-        raise ConfigError(f"objective={objective!r}, gradient={gradient!r}: allowed {OBJECTIVES}, {GRADIENTS}")
-    if not hidden or min(hidden) < 1:
-        raise ConfigError(f"hidden={hidden!r} must be a non-empty tuple of positive layer widths")
     x, y = jnp.asarray(dataset["x"], jnp.float32), jnp.asarray(dataset["y"], jnp.float32)
-    width = num_features(feature_set, descriptors)
-    if x.ndim != 2 or x.shape[1] != width:
-        raise ConfigError(
-            f"dataset x has shape {x.shape}; feature_set={feature_set!r}, descriptors={descriptors} need [R, {width}]"
-        )
-    span = window if kind == "backbone" else 1
-    if not 1 <= span <= x.shape[0]:
-        raise ConfigError(f"window={window!r} must be between 1 and the number of rows {x.shape[0]}")
+    span = check_predictor_options(kind, objective, gradient, hidden, x.shape, feature_set, descriptors, window)
     mean, std = standardization(x)
     x = (x - mean) / std
     state = PredictorState(None, mean, std, kind, tuple(hidden), tuple(feature_set), descriptors, gradient,
@@ -407,9 +394,40 @@ def train_predictor(
     net, optimizer = state.network, optax.adam(learning_rate)
     init_key, key = jax.random.split(key)
     variables = net.init(init_key, x[None, :span])
-    offsets = jnp.arange(span)
     layer = jnp.asarray(dataset["layer"])
     sample_starts = window_sampler(layer, jnp.asarray(dataset["index"]), span)
+    loss_fn = predictor_loss(net, objective, x, y, layer)
+    return state.replace(params=optimized(loss_fn, variables, optimizer, sample_starts, span, batch_size,
+                                          jax.random.split(key, steps)))
+
+
+def check_predictor_options(kind: str, objective: str, gradient: str, hidden: tuple[int, ...], x_shape: tuple,
+                            feature_set: tuple[str, ...], descriptors: bool, window: int) -> int:
+    """The rows one sample of :func:`train_predictor` covers (``window`` for 'backbone', else 1); ConfigError
+    naming the option if ``kind``, ``objective``, ``gradient``, ``hidden``, the dataset's shape ``x_shape`` (which
+    must be [R, F] for ``feature_set``/``descriptors``) or ``window`` is not one it takes."""
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    if objective not in OBJECTIVES or gradient not in GRADIENTS:
+        raise ConfigError(f"objective={objective!r}, gradient={gradient!r}: allowed {OBJECTIVES}, {GRADIENTS}")
+    if not hidden or min(hidden) < 1:
+        raise ConfigError(f"hidden={hidden!r} must be a non-empty tuple of positive layer widths")
+    width = num_features(feature_set, descriptors)
+    if len(x_shape) != 2 or x_shape[1] != width:
+        raise ConfigError(
+            f"dataset x has shape {x_shape}; feature_set={feature_set!r}, descriptors={descriptors} need [R, {width}]"
+        )
+    span = window if kind == "backbone" else 1
+    if not 1 <= span <= x_shape[0]:
+        raise ConfigError(f"window={window!r} must be between 1 and the number of rows {x_shape[0]}")
+    return span
+
+
+def predictor_loss(net: nn.Module, objective: str, x: jax.Array, y: jax.Array, layer: jax.Array) -> Callable:
+    """The loss ``(params, stats, rows, pair_key) -> (loss, batch-stat updates)`` of :func:`train_predictor` on the
+    rows ``rows`` of (standardized) ``x``, f = net(x[rows]) in training mode: 'mse' mean((f − y[rows])²); 'rank'
+    the mean over the pairs (i, π(i)) (π = permutation(pair_key)) in one ``layer`` with y_i ≠ y_π(i) of
+    log(1 + exp(−sign(y_i − y_π(i))(f_i − f_π(i)))) (0 if there is no such pair)."""
 
     def loss_fn(p: PyTree, stats: PyTree, rows: jax.Array, pair_key: jax.Array):
         out, updates = net.apply({"params": p, **stats}, x[rows], train=True, mutable=list(stats))
@@ -421,6 +439,17 @@ def train_predictor(
         pair_loss = jax.nn.softplus(-jnp.sign(t - t[j]) * (f - f[j]))
         return jnp.sum(jnp.where(valid, pair_loss, 0.0)) / jnp.maximum(jnp.sum(valid), 1), updates
 
+    return loss_fn
+
+
+def optimized(loss_fn: Callable, variables: PyTree, optimizer: optax.GradientTransformation, sample_starts: Callable,
+              span: int, batch_size: int, step_keys: jax.Array) -> PyTree:
+    """``variables`` ({'params', **batch stats}) after one ``optimizer`` step on ``loss_fn`` per key of
+    ``step_keys`` (a ``lax.scan``): step t splits its key into (sample key, pair key) and takes the gradient on the
+    rows of ``max(batch_size // span, 1)`` samples of ``span`` consecutive rows, their starts drawn by
+    ``sample_starts(sample key, count)`` (:func:`window_sampler`)."""
+    offsets = jnp.arange(span)
+
     def step(carry, step_key):
         p, stats, opt_state = carry
         sample_key, pair_key = jax.random.split(step_key)
@@ -430,9 +459,8 @@ def train_predictor(
         return (optax.apply_updates(p, updates), stats, opt_state), None
 
     params, stats = variables["params"], {k: v for k, v in variables.items() if k != "params"}
-    carry = (params, stats, optimizer.init(params))
-    (params, stats, _), _ = jax.lax.scan(step, carry, jax.random.split(key, steps))
-    return state.replace(params={"params": params, **stats})
+    (params, stats, _), _ = jax.lax.scan(step, (params, stats, optimizer.init(params)), step_keys)
+    return {"params": params, **stats}
 
 
 def predict(state: PredictorState, x: jax.Array) -> jax.Array:

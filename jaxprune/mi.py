@@ -417,6 +417,22 @@ def _gain_summary(gains: jax.Array, max_bits: float, confidence: float) -> MIRes
     return MIResult(bits, lower, max_bits, np.asarray(jnp.clip(mean[1:], 0.0, max_bits)), "classifier")
 
 
+def _plugin_result(pattern_ids: np.ndarray, labels: np.ndarray, num_patterns: int, num_labels: int, key: jax.Array,
+                   num_permutations: int, confidence: float) -> MIResult:
+    """The plug-in estimate of :func:`estimate` from the masks' pattern ids and the label ids: bits clipped to
+    [0, log2 K], the CLT interval bits ± z·se clipped to [0, bits] and [bits, log2 K], and the null of
+    ``num_permutations`` label permutations drawn from ``key``."""
+    max_bits = float(np.log2(num_labels))
+    permutations = _permutations(key, num_permutations, labels.shape[0])
+    bits, se, null = _plugin_with_null(
+        jnp.asarray(pattern_ids), jnp.asarray(labels), permutations, num_patterns, num_labels
+    )
+    bits = float(jnp.clip(bits, 0.0, max_bits))
+    z = _two_sided_z(confidence)
+    lower, upper = float(jnp.clip(bits - z * se, 0.0, bits)), float(jnp.clip(bits + z * se, bits, max_bits))
+    return MIResult(bits, lower, upper, np.asarray(jnp.clip(null, 0.0, max_bits)), "plugin")
+
+
 def estimate(
     masks,
     labels,
@@ -455,18 +471,11 @@ def estimate(
     if num_labels < 2:
         raise ConfigError("labels must name at least 2 distinct dataset draws")
     key = jax.random.key(0) if key is None else key
-    max_bits = float(np.log2(num_labels))
     _, pattern_ids = np.unique(np.packbits(masks, axis=1), axis=0, return_inverse=True)
     num_patterns = int(pattern_ids.max()) + 1
     if method == "plugin" or (method == "auto" and masks.shape[0] >= min_per_cell * num_patterns * num_labels):
-        permutations = _permutations(key, num_permutations, labels.shape[0])
-        bits, se, null = _plugin_with_null(
-            jnp.asarray(pattern_ids.ravel()), jnp.asarray(labels), permutations, num_patterns, num_labels
-        )
-        bits = float(jnp.clip(bits, 0.0, max_bits))
-        z = _two_sided_z(confidence)
-        lower, upper = float(jnp.clip(bits - z * se, 0.0, bits)), float(jnp.clip(bits + z * se, bits, max_bits))
-        return MIResult(bits, lower, upper, np.asarray(jnp.clip(null, 0.0, max_bits)), "plugin")
+        return _plugin_result(pattern_ids.ravel(), labels, num_patterns, num_labels, key, num_permutations,
+                              confidence)
     return _classifier_result(
         masks, labels, num_labels, key, num_folds=num_folds,
         num_permutations=num_permutations, confidence=confidence, penalties=penalties, num_steps=num_steps,

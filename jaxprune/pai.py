@@ -373,22 +373,10 @@ def _density_after(r: jax.Array, rounds: int, start: jax.Array, target: jax.Arra
     return start + (target - start) * frac
 
 
-def prune(
-    method: str,
-    apply_fn: ApplyFn,
-    params: PyTree,
-    batches: Batch,
-    key: jax.Array,
-    sparsity: float | jax.Array,
-    *,
-    scope: masks.Scope = "global",
-    allocation: masks.Allocation = "uniform",
-    mask: PyTree | None = None,
-    rounds: int | None = None,
-    schedule: str = "exponential",
-    options: ScoringOptions = DEFAULT_OPTIONS,
-    invert: bool = False,
-) -> PyTree:
+def prune(method: str, apply_fn: ApplyFn, params: PyTree, batches: Batch, key: jax.Array, sparsity: float | jax.Array,
+          *, scope: masks.Scope = "global", allocation: masks.Allocation = "uniform", mask: PyTree | None = None,
+          rounds: int | None = None, schedule: str = "exponential", options: ScoringOptions = DEFAULT_OPTIONS,
+          invert: bool = False) -> PyTree:
     """Bool mask at ``sparsity`` from ``rounds`` rounds of scoring the currently masked network.
 
     ``batches = (x, y)`` with a leading axis of B batches ([B, batch, ...]); gradients are summed over them.
@@ -415,25 +403,32 @@ def prune(
     start = masks.ones(params) if mask is None else mask
     start_density = masks.density(start, params)
     target = 1.0 - jnp.asarray(sparsity, jnp.float32)
-    sign = -1.0 if invert else 1.0
 
     def one_round(current: PyTree, round_and_key: tuple[jax.Array, jax.Array]) -> tuple[PyTree, None]:
         r, round_key = round_and_key
         density = _density_after(r, rounds, start_density, target, schedule)
         round_sparsity = jnp.where(r == rounds, sparsity, 1.0 - density)
-        round_options = options._replace(sparsity=round_sparsity)
-        if revive:
-            scored = _scores_on_batches(method, _straight_through(apply_fn, current), params, batches, round_key,
-                                        round_options)
-        else:
-            scored = _scores_on_batches(method, apply_fn, masks.apply(params, current), batches, round_key,
-                                        round_options)
-        scores = masks.restrict(jax.tree.map(lambda s: sign * s, scored), start if revive else current)
+        within = start if revive else current
+        scores = _round_scores(method, apply_fn, params, current, within, batches, round_key,
+                               options._replace(sparsity=round_sparsity), revive=revive, invert=invert)
         new = masks.from_scores(scores, params, round_sparsity, scope, allocation)
-        return jax.tree.map(jnp.logical_and, new, start if revive else current), None
+        return jax.tree.map(jnp.logical_and, new, within), None
 
     steps = (jnp.arange(1, rounds + 1), jax.random.split(key, rounds))
     return jax.lax.scan(one_round, start, steps)[0]
+
+
+def _round_scores(method: str, apply_fn: ApplyFn, params: PyTree, current: PyTree, within: PyTree, batches: Batch,
+                  key: jax.Array, options: ScoringOptions, *, revive: bool, invert: bool) -> PyTree:
+    """One round's scores in :func:`prune`, −scores with ``invert``, −inf outside the mask ``within``: of the masked
+    network θ ⊙ m (m = ``current``), or with ``revive`` of every weight of θ, the network evaluated at θ ⊙ m
+    through a straight-through mask (:func:`_straight_through`)."""
+    if revive:
+        scored = _scores_on_batches(method, _straight_through(apply_fn, current), params, batches, key, options)
+    else:
+        scored = _scores_on_batches(method, apply_fn, masks.apply(params, current), batches, key, options)
+    sign = -1.0 if invert else 1.0
+    return masks.restrict(jax.tree.map(lambda s: sign * s, scored), within)
 
 
 def _straight_through(apply_fn: ApplyFn, mask: PyTree) -> ApplyFn:

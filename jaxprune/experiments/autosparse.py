@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -346,30 +347,53 @@ def dataset_source(config, rows: autosparse.Dataset, layer_names: list[str]) -> 
                          "training examples"), "target": "survival count / rounds"}
 
 
-def run(config, workdir: str) -> dict:
-    """The ``autosparse`` experiment end to end (module docstring); returns the results for ``results.json``."""
-    log = common.Progress("autosparse")
-    target = (config.target_model or config.model, config.target_dataset or config.dataset)
-    transfers = list(dict.fromkeys(parse_target(spec) for spec in config.transfer_targets))
-    source_setup = common.setup(config)  # every dataset is loaded (and checked) before any work
-    setups = {t: held_out(common.setup(for_target(config, *t))) for t in dict.fromkeys([target] + transfers)}
+class Source(NamedTuple):
+    """Steps 1–2 of the module docstring: the source IRP and the rows the predictors learn from (host arrays)."""
 
+    seeds: common.Seeds  # the source seeds (initial weights)
+    survival: dict  # 'first'/'second': survival counts of the two data orders, pytrees [seeds, ...]
+    history: list  # the source IRP's per-round metrics
+    failed: list  # its failed runs (:func:`source_irp`)
+    rows: autosparse.Dataset  # every seed's dataset rows, a leading seed axis
+    counts: dict  # 'first'/'second': flat survival counts [seeds, rows] (:func:`flat_survival`)
+    ccc: list  # per seed: Lin's CCC between the two runs' survival scores c / rounds
+
+
+def source_stage(config, setup: common.Setup, log, checkpoint_dir: str) -> Source:
+    """The source IRP of every seed under both data orders (:func:`source_irp`, rounds checkpointed under
+    ``checkpoint_dir``), its dataset rows and the concordance of the two runs' survival scores."""
     log(f"source IRP: {config.model} on {config.dataset}, {config.num_seeds} seeds x 2 data orders x "
         f"{config.rounds} rounds of {config.epochs} epochs")
-    checkpoints = os.path.join(workdir, wd.CHECKPOINTS)
-    seeds, survival, history, failed = source_irp(config, source_setup, log, os.path.join(checkpoints, "irp"))
-    rows = jax.tree.map(np.asarray, seed_rows(config, source_setup, seeds, survival["first"]))
+    seeds, survival, history, failed = source_irp(config, setup, log, checkpoint_dir)
+    rows = jax.tree.map(np.asarray, seed_rows(config, setup, seeds, survival["first"]))
     counts = {run: flat_survival(c, seeds.params) for run, c in survival.items()}
     ccc = [float(stats.ccc(a / config.rounds, b / config.rounds)) for a, b in zip(counts["first"], counts["second"])]
-    held = config.num_seeds - 1
-    training_rows = jax.tree.map(lambda a: a[:held].reshape(-1, *a.shape[2:]), rows)
-    held_rows = jax.tree.map(lambda a: a[held], rows)
+    return Source(seeds, survival, history, failed, rows, counts, ccc)
 
+
+class Learned(NamedTuple):
+    """Step 3: one predictor per feature set, trained on every seed's rows but the last, and its predictions of the
+    held-out last seed's survival scores."""
+
+    labels: list  # feature-set labels: ``config.feature_set``'s, then each of ``config.ablations``
+    method_of: dict  # label -> method name ('autosparse' or 'autosparse:<label>')
+    training_rows: autosparse.Dataset  # rows of seeds 0 … S−2, seed axis merged
+    held_rows: autosparse.Dataset  # rows of seed S−1
+    predictors: dict  # label -> PredictorState
+    predicted: dict  # label -> predicted survival scores of ``held_rows``
+    spearman: dict  # label -> Spearman's ρ(predicted, true) over ``held_rows``
+    within: dict  # label -> mean within-layer ρ (:func:`within_layer_spearman`)
+
+
+def learn_predictors(config, source: Source, log) -> Learned:
+    """Train the predictor of every feature set (:func:`fit_predictor`) and score it on the held-out seed."""
+    held = config.num_seeds - 1
+    training_rows = jax.tree.map(lambda a: a[:held].reshape(-1, *a.shape[2:]), source.rows)
+    held_rows = jax.tree.map(lambda a: a[held], source.rows)
     main_label = feature_label(config.feature_set)
     labels = list(dict.fromkeys([main_label, *config.ablations]))
     method_of = {label: "autosparse" if label == main_label else f"autosparse:{label}" for label in labels}
-    variants = {f"autosparse[{spec}]": {**main_options(config), **parse_variant(spec)} for spec in config.variants}
-    log(f"survival CCC between data orders {np.mean(ccc):.4f}; training {len(labels)} {config.predictor} "
+    log(f"survival CCC between data orders {np.mean(source.ccc):.4f}; training {len(labels)} {config.predictor} "
         f"predictors ({', '.join(labels)}) on {training_rows['y'].shape[0]} rows of {held} seeds")
     key = predictor_key(config.seed)
     predictors = {label: fit_predictor(config, training_rows, tuple(label.split("+")), key) for label in labels}
@@ -378,16 +402,30 @@ def run(config, workdir: str) -> dict:
     within = {label: within_layer_spearman(p, held_rows) for label, p in predicted.items()}
     log("held-out seed, Spearman(predicted, true survival) pooled / mean within layer: "
         + ", ".join(f"{label} {spearman[label]:.4f} / {within[label]:.4f}" for label in labels))
+    return Learned(labels, method_of, training_rows, held_rows, predictors, predicted, spearman, within)
 
+
+def build_pruners(config, setup: common.Setup, source: Source, learned: Learned, variants: dict) -> dict:
+    """{method name: Pruner}: every learned predictor with the main options (:func:`main_options`), and every
+    variant ('autosparse[<spec>]' -> options) with the predictor of its features and objective (trained here if
+    no feature set's predictor has them), all allocating by the source IRP's survival counts."""
     allocation = autosparse.survival_allocation(
-        masks.prunable_leaves(survival["first"], jax.tree.map(lambda p: p[0], seeds.params)), config.rounds,
-        source_depth(source_setup, seeds))
-    pruners = {method_of[label]: pruner(predictors[label], allocation, main_options(config)) for label in labels}
+        masks.prunable_leaves(source.survival["first"], jax.tree.map(lambda p: p[0], source.seeds.params)),
+        config.rounds, source_depth(setup, source.seeds))
+    pruners = {learned.method_of[label]: pruner(learned.predictors[label], allocation, main_options(config))
+               for label in learned.labels}
     kinds = dict.fromkeys((o["features"], o["objective"]) for o in variants.values())
-    fitted = {(label, config.predictor_objective): p for label, p in predictors.items()}
-    fitted |= {k: fit_predictor(config, training_rows, tuple(k[0].split("+")), key, k[1]) for k in kinds
-               if k not in fitted}
-    pruners |= {name: pruner(fitted[o["features"], o["objective"]], allocation, o) for name, o in variants.items()}
+    fitted = {(label, config.predictor_objective): p for label, p in learned.predictors.items()}
+    fitted |= {k: fit_predictor(config, learned.training_rows, tuple(k[0].split("+")), predictor_key(config.seed),
+                                k[1]) for k in kinds if k not in fitted}
+    return pruners | {name: pruner(fitted[o["features"], o["objective"]], allocation, o)
+                      for name, o in variants.items()}
+
+
+def compare_targets(config, setups: dict, target: tuple, pruners: dict, variants: dict, log,
+                    checkpoints: str) -> dict:
+    """{(model, dataset): :func:`compare` rows} for the target (every pruner) and each transfer target
+    ('autosparse' and the variants), on held-out seeds; IMP's rounds checkpointed under ``checkpoints``."""
     tables = {}
     for (model, dataset), setup in common.staged(log, "masks and training per target", setups.items(), "targets"):
         chosen = [*pruners] if (model, dataset) == target else ["autosparse", *variants]
@@ -395,65 +433,114 @@ def run(config, workdir: str) -> dict:
                                            {name: pruners[name] for name in chosen}, log,
                                            os.path.join(checkpoints, f"imp_{model}_{dataset}"))
         log(f"{model} on {dataset}, test accuracy (mean ± sd over seeds):\n{summary(tables[(model, dataset)])}")
+    return tables
 
+
+class Tables(NamedTuple):
+    """Step 4's rows as reported: the target's, the ablation predictors', the transfer targets'."""
+
+    main: list  # target rows of ``config.methods``, 'autosparse' and the variants
+    ablation: list  # per ablation label and sparsity: its predictor's row and prediction quality
+    transfer: list  # the main methods' rows on each transfer target
+    comparisons: list  # :func:`paired` on ``main``
+    transfer_comparisons: list  # :func:`paired` on each transfer target's rows of the main methods
+
+
+def report_tables(config, target: tuple, transfers: list, learned: Learned, tables: dict, variants: dict) -> Tables:
+    """Select the reported rows of ``tables`` (:func:`compare_targets`) and pair them on the target."""
     compared = (*config.methods, "autosparse", *variants)
     by_method = {(r["method"], r["sparsity"]): r for r in tables[target]}
     main_rows = [r for r in tables[target] if r["method"] in compared]
-    ablation = [{"features": label, "prediction_spearman": spearman[label],
-                 "prediction_spearman_within_layer": within[label], **by_method[(method_of[label], s)]}
+    ablation = [{"features": label, "prediction_spearman": learned.spearman[label],
+                 "prediction_spearman_within_layer": learned.within[label],
+                 **by_method[(learned.method_of[label], s)]}
                 for label in config.ablations for s in config.sparsities]
     transfer = [{"target_model": m, "target_dataset": d, **r}
                 for m, d in transfers for r in tables[(m, d)] if r["method"] in compared]
+    transfer_comparisons = [{"target_model": m, "target_dataset": d, **c} for m, d in transfers
+                            for c in paired(config, [r for r in tables[(m, d)] if r["method"] in compared])]
+    return Tables(main_rows, ablation, transfer, paired(config, main_rows), transfer_comparisons)
+
+
+def results_of(config, target: tuple, source: Source, learned: Learned, reported: Tables) -> dict:
+    """The ``results.json`` record of the run."""
+    main_label = learned.labels[0]
     row_keys = ("method", "sparsity", "test_accuracy", "failed_seeds", *REPORT_KEYS)
-    comparisons = paired(config, main_rows)
-    results = {
+    return {
         "experiment": "autosparse",
         "source": {"model": config.model, "dataset": config.dataset},
         "target": {"model": target[0], "dataset": target[1]},
         "evaluation": f"held-out seeds: seed i's initial weights and data order from fold_in(key_i, {EVAL_STREAM}), "
                       "never seen by the predictor (its rows come from the source IRP of key_i)",
-        "ccc": float(np.mean(ccc)),
-        "ccc_per_seed": ccc,
-        "prediction_spearman": spearman[main_label],
-        "prediction_spearman_within_layer": within[main_label],
-        "results": [{k: r[k] for k in row_keys} for r in main_rows],
-        "comparisons": comparisons,
+        "ccc": float(np.mean(source.ccc)),
+        "ccc_per_seed": source.ccc,
+        "prediction_spearman": learned.spearman[main_label],
+        "prediction_spearman_within_layer": learned.within[main_label],
+        "results": [{k: r[k] for k in row_keys} for r in reported.main],
+        "comparisons": reported.comparisons,
         "ablation": [{"features": r["features"], "prediction_spearman": r["prediction_spearman"],
                       "prediction_spearman_within_layer": r["prediction_spearman_within_layer"],
-                      **{k: r[k] for k in row_keys if k != "method"}} for r in ablation],
+                      **{k: r[k] for k in row_keys if k != "method"}} for r in reported.ablation],
         "transfer": [{"target_model": r["target_model"], "target_dataset": r["target_dataset"],
-                      **{k: r[k] for k in row_keys}} for r in transfer],
-        "transfer_comparisons": [{"target_model": m, "target_dataset": d, **c} for m, d in transfers
-                                 for c in paired(config, [r for r in tables[(m, d)] if r["method"] in compared])],
-        "source_irp_failed": failed,
+                      **{k: r[k] for k in row_keys}} for r in reported.transfer],
+        "transfer_comparisons": reported.transfer_comparisons,
+        "source_irp_failed": source.failed,
     }
+
+
+def write_metrics(config, workdir: str, target: tuple, transfers: list, source: Source, reported: Tables) -> None:
+    """``metrics.jsonl``: the source IRP per round/epoch/seed, then one line per trained network."""
+    metrics = [{"table": "source_irp", **m} for m in irp_experiment.metric_records(source.history)]
+    metrics += records("results", reported.main, model=target[0], dataset=target[1])
+    metrics += records("ablation", reported.ablation, model=target[0], dataset=target[1])
+    for m, d in transfers:
+        metrics += records("transfer", [r for r in reported.transfer
+                                        if (r["target_model"], r["target_dataset"]) == (m, d)], model=m, dataset=d)
+    with metrics_lib.fresh(workdir, len(reported.main[0]["test_accuracy"]) if reported.main else 1) as writer:
+        writer.append(metrics)
+        writer.rows(reported.main, ("test_accuracy",))
+
+
+def write_outputs(config, workdir: str, target: tuple, transfers: list, source: Source, learned: Learned,
+                  tables: dict, reported: Tables) -> None:
+    """The dataset and survival files, ``metrics.jsonl`` and the figures (module docstring)."""
+    layer_names = masks.prunable_names(jax.tree.map(lambda p: p[0], source.seeds.params))
+    merged = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), source.rows)
+    autosparse.save_dataset(os.path.join(workdir, "autosparse_dataset.npz"), merged,
+                            dataset_source(config, source.rows, layer_names))
+    wd.save_npz(os.path.join(workdir, "irp_survival.npz"), source.counts)
+    write_metrics(config, workdir, target, transfers, source, reported)
+    plot_tendencies(os.path.join(workdir, "learning_tendencies.png"), learned.held_rows,
+                    {f"predicted ({label})": p for label, p in learned.predicted.items()})
+    plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), reported.main,
+                  f"{target[0]} on {target[1]}: AutoSparse (from {config.model}/{config.dataset}), PaI, IMP")
+    plotting.paired_difference_grid(os.path.join(workdir, "comparisons.png"), reported.comparisons,
+                                    title=f"{target[0]} on {target[1]}, held-out seeds: AutoSparse − each method")
+    plotting.lines_vs_density(os.path.join(workdir, "effective_density.png"),
+                              pai_experiment.curves(reported.main, "effective_density"),
+                              ylabel="effective density (kept weights on an input→output path)",
+                              title=f"{target[0]} on {target[1]}: nominal vs effective density")
+    for m, d in transfers:
+        plot_accuracy(os.path.join(workdir, f"accuracy_vs_sparsity_{m}_{d}.png"), tables[(m, d)],
+                      f"Transfer: {m} on {d} (AutoSparse from {config.model}/{config.dataset})")
+
+
+def run(config, workdir: str) -> dict:
+    """The ``autosparse`` experiment end to end (module docstring); returns the results for ``results.json``."""
+    log = common.Progress("autosparse")
+    target = (config.target_model or config.model, config.target_dataset or config.dataset)
+    transfers = list(dict.fromkeys(parse_target(spec) for spec in config.transfer_targets))
+    source_setup = common.setup(config)  # every dataset is loaded (and checked) before any work
+    setups = {t: held_out(common.setup(for_target(config, *t))) for t in dict.fromkeys([target] + transfers)}
+    checkpoints = os.path.join(workdir, wd.CHECKPOINTS)
+    source = source_stage(config, source_setup, log, os.path.join(checkpoints, "irp"))
+    variants = {f"autosparse[{spec}]": {**main_options(config), **parse_variant(spec)} for spec in config.variants}
+    learned = learn_predictors(config, source, log)
+    pruners = build_pruners(config, source_setup, source, learned, variants)
+    tables = compare_targets(config, setups, target, pruners, variants, log, checkpoints)
+    reported = report_tables(config, target, transfers, learned, tables, variants)
+    results = results_of(config, target, source, learned, reported)
     if parallel.is_primary():
-        layer_names = masks.prunable_names(jax.tree.map(lambda p: p[0], seeds.params))
-        merged = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), rows)
-        autosparse.save_dataset(os.path.join(workdir, "autosparse_dataset.npz"), merged,
-                                dataset_source(config, rows, layer_names))
-        wd.save_npz(os.path.join(workdir, "irp_survival.npz"), counts)
-        metrics = [{"table": "source_irp", **m} for m in irp_experiment.metric_records(history)]
-        metrics += records("results", main_rows, model=target[0], dataset=target[1])
-        metrics += records("ablation", ablation, model=target[0], dataset=target[1])
-        for m, d in transfers:
-            metrics += records("transfer", [r for r in transfer if (r["target_model"], r["target_dataset"]) == (m, d)],
-                               model=m, dataset=d)
-        with metrics_lib.fresh(workdir, len(main_rows[0]["test_accuracy"]) if main_rows else 1) as writer:
-            writer.append(metrics)
-            writer.rows(main_rows, ("test_accuracy",))
-        plot_tendencies(os.path.join(workdir, "learning_tendencies.png"), held_rows,
-                        {f"predicted ({label})": p for label, p in predicted.items()})
-        plot_accuracy(os.path.join(workdir, "accuracy_vs_sparsity.png"), main_rows,
-                      f"{target[0]} on {target[1]}: AutoSparse (from {config.model}/{config.dataset}), PaI, IMP")
-        plotting.paired_difference_grid(os.path.join(workdir, "comparisons.png"), comparisons,
-                                        title=f"{target[0]} on {target[1]}, held-out seeds: AutoSparse − each method")
-        plotting.lines_vs_density(os.path.join(workdir, "effective_density.png"),
-                                  pai_experiment.curves(main_rows, "effective_density"),
-                                  ylabel="effective density (kept weights on an input→output path)",
-                                  title=f"{target[0]} on {target[1]}: nominal vs effective density")
-        for m, d in transfers:
-            plot_accuracy(os.path.join(workdir, f"accuracy_vs_sparsity_{m}_{d}.png"), tables[(m, d)],
-                          f"Transfer: {m} on {d} (AutoSparse from {config.model}/{config.dataset})")
+        write_outputs(config, workdir, target, transfers, source, learned, tables, reported)
     log(f"done; outputs in {workdir}")
     return results

@@ -52,6 +52,17 @@ class Setup:
     num_classes: int = 0  # 0 for regression
     draw: Callable | None = None
     data_keys: jax.Array | None = None
+    programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def program(self, key, build: Callable[[], Any]) -> Any:
+        """The run's program ``key`` (a hashable description of it), made by ``build()`` the first time it is asked
+        for: a program the run calls again (every IMP round, every method's control) is compiled once per run.
+        The programs belong to this setup, so they go when the run does; a setup made from it by
+        ``dataclasses.replace`` (another training set, other keys) starts with none, as its programs may close
+        over its own data."""
+        if key not in self.programs:
+            self.programs[key] = build()
+        return self.programs[key]
 
     def shard(self, tree):
         """Put a pytree with a leading seed axis onto the mesh, one block of seeds per device."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,52 +118,91 @@ def run_rounds(
     """
     spe = train.steps_per_epoch(setup.train_data.x.shape[0], config.batch_size)
     check_rewind_step(config, spe)
-    tx = train.optimizer_from_config(config, spe)
-    programs = RoundPrograms(config, setup, tx, spe)
-    steps, every = programs.num_steps, config.checkpoint_every_steps or segment_steps(config.epochs, spe)
-    capture = config.rewind_step if config.rewind_step > 0 else None
+    programs = RoundPrograms(config, setup, train.optimizer_from_config(config, spe), spe)
     seeds = common.init_seeds(setup) if seeds is None else seeds
     state = programs.init(seeds.params, seeds.batch_stats, seeds.order_keys)
-    history, start, progress = [], (0, 0), None
     checkpointer = checkpoint.RoundCheckpointer(checkpoint_dir) if checkpoint_dir else None
-    if checkpointer and checkpointer.latest() is not None:
-        start = divmod(checkpointer.latest(), steps)
-        progress_like = programs.begin(state) if start[1] else None
-        state, saved, progress = checkpointer.restore(checkpointer.latest(), state, progress_like)
-        history = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in saved]
-        if log:
-            log(f"resumed from the checkpoint after round {start[0]}"
-                + (f", step {start[1]}/{steps} of round {start[0] + 1}" if start[1] else "") + f" in {checkpoint_dir}")
+    state, history, start, progress = resumed(programs, state, checkpointer, log, checkpoint_dir)
     if writer:
         writer.truncate(sum(len(round_records(r, m)) for r, m in enumerate(history)), step=len(history) + 1)
-    eta = common.Eta(len(densities) * steps, done=start[0] * steps + start[1])
+    steps = programs.num_steps
+    loop = Rounds(config, programs, len(densities), config.checkpoint_every_steps or segment_steps(config.epochs, spe),
+                  checkpointer, writer, log, common.Eta(len(densities) * steps, done=start[0] * steps + start[1]))
     for r, density in enumerate(densities[start[0]:], start=start[0]):
         t = start[1] if r == start[0] else 0
-        progress = programs.begin(state) if t == 0 else progress
-        while t < steps:
-            n = min(every - t % every, steps - t)
-            progress = programs.train(state, progress, t, n, capture if r == 0 else None)
-            t += n
-            if checkpointer and config.checkpoint_every_steps and t < steps:
-                checkpointer.save(r * steps + t, state, history, progress)
-            if log and t < steps and eta.due(n):
-                jax.block_until_ready(progress)
-                log(f"round {r + 1}/{len(densities)}  step {t}/{steps}  {eta}")
-        state, metrics = programs.end(state, progress, density)
-        metrics = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics).items()}
-        history.append(metrics)
-        if writer:  # before the checkpoint: a checkpoint never covers lines that are not on disk
-            writer.append(round_records(r, metrics))
-            writer.scalars(r + 1, {k: metrics[k] if k.startswith("test") or k == "density" else metrics[k][:, -1]
-                                   for k in ROUND_SCALARS})
-        if checkpointer:
-            checkpointer.save((r + 1) * steps, state, history)
-        if log:
-            log(f"round {r + 1}/{len(densities)}  density {float(np.mean(metrics['density'])):.4f}  "
-                f"test acc {common.mean_std(metrics['test_accuracy'])}  "
-                f"train acc {common.mean_std(metrics['train_accuracy'][:, -1])}")
+        progress = train_round(loop, state, programs.begin(state) if t == 0 else progress, r, t, history)
+        state = end_round(loop, state, progress, r, density, history)
     recorded = {d: irp.mask_after(state, r + 1) for r, d in enumerate(densities) if d in record}
     return state, history, {"seeds": seeds, "masks": recorded}
+
+
+def resumed(programs: RoundPrograms, state: irp.IRPState, checkpointer: checkpoint.RoundCheckpointer | None, log,
+            checkpoint_dir: str | None) -> tuple[irp.IRPState, list[dict], tuple[int, int], irp.RoundProgress | None]:
+    """(state, per-round metrics, (round, step) to go on from, the round's progress if it stopped mid-round) of
+    the latest complete checkpoint of ``checkpointer``, or (``state``, [], (0, 0), None) if there is none."""
+    if not (checkpointer and checkpointer.latest() is not None):
+        return state, [], (0, 0), None
+    steps = programs.num_steps
+    start = divmod(checkpointer.latest(), steps)
+    progress_like = programs.begin(state) if start[1] else None
+    state, saved, progress = checkpointer.restore(checkpointer.latest(), state, progress_like)
+    history = [{k: np.asarray(v, np.float64) for k, v in m.items()} for m in saved]
+    if log:
+        log(f"resumed from the checkpoint after round {start[0]}"
+            + (f", step {start[1]}/{steps} of round {start[0] + 1}" if start[1] else "") + f" in {checkpoint_dir}")
+    return state, history, start, progress
+
+
+class Rounds(NamedTuple):
+    """What every round of one :func:`run_rounds` call shares."""
+
+    config: Any
+    programs: RoundPrograms
+    num_rounds: int
+    every: int  # steps per training segment (``config.checkpoint_every_steps``, or :func:`segment_steps`)
+    checkpointer: checkpoint.RoundCheckpointer | None
+    writer: metrics_lib.MetricsWriter | None
+    log: Callable | None
+    eta: common.Eta  # over all rounds' steps
+
+
+def train_round(loop: Rounds, state: irp.IRPState, progress: irp.RoundProgress, r: int, t: int,
+                history: list[dict]) -> irp.RoundProgress:
+    """Round ``r``'s training of every seed from step ``t`` to its end, in segments of at most ``loop.every`` steps
+    (the rewind point captured in round 0 at ``config.rewind_step``); after each segment but the last a step
+    checkpoint (with ``config.checkpoint_every_steps``) and, when due, a progress line."""
+    config, steps = loop.config, loop.programs.num_steps
+    capture = config.rewind_step if r == 0 and config.rewind_step > 0 else None
+    while t < steps:
+        n = min(loop.every - t % loop.every, steps - t)
+        progress = loop.programs.train(state, progress, t, n, capture)
+        t += n
+        if loop.checkpointer and config.checkpoint_every_steps and t < steps:
+            loop.checkpointer.save(r * steps + t, state, history, progress)
+        if loop.log and t < steps and loop.eta.due(n):
+            jax.block_until_ready(progress)
+            loop.log(f"round {r + 1}/{loop.num_rounds}  step {t}/{steps}  {loop.eta}")
+    return progress
+
+
+def end_round(loop: Rounds, state: irp.IRPState, progress: irp.RoundProgress, r: int, density,
+              history: list[dict]) -> irp.IRPState:
+    """Round ``r``'s end (:meth:`RoundPrograms.end`: evaluation, pruning to ``density``): its metrics appended to
+    ``history`` (and written by ``loop.writer``), then the round checkpoint and a log line; the new state."""
+    state, metrics = loop.programs.end(state, progress, density)
+    metrics = {k: np.asarray(v, np.float64) for k, v in parallel.to_host(metrics).items()}
+    history.append(metrics)
+    if loop.writer:  # before the checkpoint: a checkpoint never covers lines that are not on disk
+        loop.writer.append(round_records(r, metrics))
+        loop.writer.scalars(r + 1, {k: metrics[k] if k.startswith("test") or k == "density" else metrics[k][:, -1]
+                                    for k in ROUND_SCALARS})
+    if loop.checkpointer:
+        loop.checkpointer.save((r + 1) * loop.programs.num_steps, state, history)
+    if loop.log:
+        loop.log(f"round {r + 1}/{loop.num_rounds}  density {float(np.mean(metrics['density'])):.4f}  "
+                 f"test acc {common.mean_std(metrics['test_accuracy'])}  "
+                 f"train acc {common.mean_std(metrics['train_accuracy'][:, -1])}")
+    return state
 
 
 def survival_arrays(state: irp.IRPState, params_like) -> dict[str, np.ndarray]:
@@ -198,6 +239,23 @@ def failed_seeds(state: irp.IRPState) -> list[dict]:
     """Seeds whose loss went non-finite, with the round and step where it first did."""
     rounds, steps = np.asarray(state.failed_round), np.asarray(state.failed_step)
     return [{"seed": s, "round": int(rounds[s]), "step": int(steps[s])} for s in np.flatnonzero(rounds >= 0)]
+
+
+def write_outputs(config, workdir: str, survival: dict, density: list[float], test_accuracy: np.ndarray,
+                  flat_survival: np.ndarray) -> None:
+    """``survival.npz`` (``survival``: every seed's) and the figures, of the seeds in the means: their
+    ``test_accuracy`` [seed, round] against the rounds' ``density`` and their ``flat_survival`` counts."""
+    wd.save_npz(os.path.join(workdir, "survival.npz"), survival)
+    plotting.lines_vs_density(
+        os.path.join(workdir, "accuracy_vs_density.png"),
+        {f"IRP ({len(test_accuracy)} seeds)": (density, test_accuracy)},
+        ylabel="test accuracy", title=f"IRP: {config.model} on {config.dataset} (mean ± sd over seeds)",
+    )
+    plotting.histogram(
+        os.path.join(workdir, "survival_histogram.png"), {"all seeds": flat_survival},
+        bins=np.arange(config.rounds + 2) - 0.5, xlabel="survival count (rounds survived)",
+        title=f"Survival counts after {config.rounds} rounds",
+    )
 
 
 def run(config, workdir: str) -> dict:
@@ -240,17 +298,7 @@ def run(config, workdir: str) -> dict:
         "num_seeds_in_means": int(ok.sum()),
     }
     if parallel.is_primary():
-        wd.save_npz(os.path.join(workdir, "survival.npz"), survival)
-        plotting.lines_vs_density(
-            os.path.join(workdir, "accuracy_vs_density.png"),
-            {f"IRP ({ok.sum()} seeds)": (density, test_accuracy[ok])},
-            ylabel="test accuracy", title=f"IRP: {config.model} on {config.dataset} (mean ± sd over seeds)",
-        )
-        plotting.histogram(
-            os.path.join(workdir, "survival_histogram.png"), {"all seeds": flat_survival[ok]},
-            bins=np.arange(config.rounds + 2) - 0.5, xlabel="survival count (rounds survived)",
-            title=f"Survival counts after {config.rounds} rounds",
-        )
+        write_outputs(config, workdir, survival, density, test_accuracy[ok], flat_survival[ok])
     log(f"final density {irp.density_after(config.rounds, config.prune_fraction):.4f}; survival CCC between seeds "
         f"{results['survival_ccc']:.4f}; outputs in {workdir}")
     return results

@@ -169,16 +169,11 @@ def _shuffle_one_seed(mask, params, init_key, index):
                                                                         index))
 
 
-@functools.cache
-def _shuffle_program(mesh: jax.sharding.Mesh) -> parallel.SeedMap:
-    """:func:`_shuffle_one_seed` over the seeds of ``mesh``, compiled once per mask structure."""
-    return parallel.seed_map(_shuffle_one_seed, mesh, in_axes=(0, 0, 0, None), one_device=True)
-
-
 def shuffled(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict) -> dict:
     """{sparsity: stacked masks} with every prunable layer's entries permuted (``masks.shuffle_within_layers``):
-    the same layer densities, the positions forgotten."""
-    shuffle = _shuffle_program(setup.mesh)
+    the same layer densities, the positions forgotten. Compiled once per run (:meth:`common.Setup.program`)."""
+    shuffle = setup.program("shuffle", lambda: parallel.seed_map(_shuffle_one_seed, setup.mesh,
+                                                                  in_axes=(0, 0, 0, None), one_device=True))
     return {s: shuffle(m, seeds.params, seeds.init_keys, i) for i, (s, m) in enumerate(stacked_masks.items())}
 
 
@@ -202,20 +197,15 @@ def _rewire_one_seed(mask, params, init_key, index, lengths) -> tuple:
     return rewire.rewire_within_layers(mask, params, key, lengths)
 
 
-@functools.cache
-def _rewire_program(mesh: jax.sharding.Mesh) -> parallel.SeedMap:
-    """:func:`_rewire_one_seed` over the seeds of ``mesh``, compiled once per mask structure (its chain lengths are
-    arguments)."""
-    return parallel.seed_map(_rewire_one_seed, mesh, in_axes=(0, 0, 0, None, None), one_device=True)
-
-
 def rewired(setup: common.Setup, seeds: common.Seeds, stacked_masks: dict, swaps_per_edge: float) -> tuple:
     """({sparsity: stacked masks} with every prunable layer rewired by :func:`jaxprune.rewire.rewire_within_layers`:
     every unit keeps its exact in- and out-degree, which edges it has is drawn uniformly; {sparsity: {layer:
     {``overlap`` [seeds, checkpoints], ``accepted`` [seeds]}}}, the chains' mixing diagnostics as host arrays).
     Each layer's chain attempts ``swaps_per_edge`` swaps per edge of the seed with the most (:func:`jaxprune.rewire.
-    chain_lengths`). ConfigError if a prunable kernel is not 2-D."""
-    lifted = _rewire_program(setup.mesh)
+    chain_lengths`). ConfigError if a prunable kernel is not 2-D. Compiled once per run (:meth:`common.Setup.
+    program`; the chain lengths are arguments)."""
+    lifted = setup.program("rewire", lambda: parallel.seed_map(_rewire_one_seed, setup.mesh,
+                                                               in_axes=(0, 0, 0, None, None), one_device=True))
     one_params = jax.tree.map(lambda a: a[0], seeds.params)
     out = {s: lifted(m, seeds.params, seeds.init_keys, i, rewire.chain_lengths(m, one_params, swaps_per_edge))
            for i, (s, m) in enumerate(stacked_masks.items())}

@@ -165,14 +165,8 @@ def train_until_converged(
         fit = train.evaluate(trained.params, trained.batch_stats, data[0], model=model, batch_size=eval_batch_size)
         return trained, fit | ({f"probe/{k}": v for k, v in probe(trained, data[1]).items()} if probe else {})
 
-    first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
     both = (data_, probe_data)
-    names = jax.eval_shape(one_epoch, first(states), first(masks_), keys[0],
-                           both if data_axis is None else first(both), 0)[1]
-    history = {k: jnp.full((size, max_epochs), jnp.nan, jnp.float32) for k in names}
-
-    def keep(done, new, old):
-        return jax.tree.map(lambda n, o: jnp.where(done.reshape(-1, *[1] * (n.ndim - 1)), o, n), new, old)
+    history = empty_history(one_epoch, states, masks_, keys, both, data_axis, max_epochs)
 
     def running(carry):
         e, *_, done = carry
@@ -185,15 +179,27 @@ def train_until_converged(
         stop = (jax.vmap(functools.partial(should_stop, rule), in_axes=(0, 0, None))(
             recorded["loss"], recorded["accuracy"], e + 1) if rule else jnp.zeros(size, bool))
         stop = stop | (trained.failed_step >= 0)
-        return (e + 1, keep(done, trained, states), keep(done, recorded, history), jnp.where(done, epochs, e + 1),
-                done | stop)
+        return (e + 1, frozen(done, trained, states), frozen(done, recorded, history),
+                jnp.where(done, epochs, e + 1), done | stop)
 
     start = (jnp.int32(0), states, history, jnp.zeros(size, jnp.int32), jnp.zeros(size, bool))
     _, states, history, epochs, done = jax.lax.while_loop(running, epoch, start)
     return Fit(states, history, epochs, done & (states.failed_step < 0))
 
 
-_PROGRAMS: dict = {}  # the last train_all program: (setup, seed_map) by (config, max_epochs, rule, probe, keep)
+def empty_history(one_epoch: Callable, states: train.TrainState, masks_, keys: jax.Array, both: tuple,
+                  data_axis: int | None, max_epochs: int) -> dict:
+    """{metric: NaN [block, max_epochs]} for every metric ``one_epoch(state, mask, key, both, e) -> (state,
+    metrics)`` of :func:`train_until_converged` returns for one network (shapes only, nothing is computed)."""
+    first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+    names = jax.eval_shape(one_epoch, first(states), first(masks_), keys[0],
+                           both if data_axis is None else first(both), 0)[1]
+    return {k: jnp.full((keys.shape[0], max_epochs), jnp.nan, jnp.float32) for k in names}
+
+
+def frozen(done: jax.Array, new, old):
+    """``old`` for the networks that are ``done`` (a leading block axis on every leaf), ``new`` for the others."""
+    return jax.tree.map(lambda n, o: jnp.where(done.reshape(-1, *[1] * (n.ndim - 1)), o, n), new, old)
 
 
 def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list, *, max_epochs: int,
@@ -215,37 +221,12 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.y.shape[0], config.batch_size))
     cells = len(mask_sets)
     nets, net_masks = common.networks(setup, seeds, mask_sets)
-    joined = lambda trees: setup.shard(jax.tree.map(lambda *p: jnp.concatenate(p), *trees))  # noqa: E731
-    starts = [None] * cells if starts is None else starts
-    if any(s is not None for s in starts):
-        nets = nets._replace(params=joined([seeds.params if s is None else s[0] if isinstance(s, tuple) else s
-                                            for s in starts]))
-    opt_states = None
-    if any(isinstance(s, tuple) for s in starts):
-        fresh = jax.vmap(tx.init)(seeds.params)  # Adam's zeros: the same as init_state's
-        opt_states = joined([s[1] if isinstance(s, tuple) else fresh for s in starts])
-
-    def block(params, batch_stats, masks_, keys, seed_data, opt_state):
-        net_probe = probe and (lambda state, own_data: probe(train.apply_fn_for(setup.model, state.batch_stats),
-                                                             state.params, own_data))
-        states = jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(params, batch_stats, masks_)
-        states = states if opt_state is None else states.replace(opt_state=opt_state)
-        fit = train_until_converged(states, masks_, common.train_data_of(setup, seed_data), keys, model=setup.model,
-                                    tx=tx, batch_size=config.batch_size, max_epochs=max_epochs, rule=rule,
-                                    probe=net_probe, eval_batch_size=config.eval_batch_size,
-                                    data_axis=None if seed_data is None else 0, probe_data=seed_data)
-        hit_cap = ~fit.converged & (fit.states.failed_step < 0) if rule else jnp.zeros_like(fit.converged)
-        keep = keep_params or config.model in MLP_MODELS
-        summary = jax.vmap(functools.partial(fit_summary, config, setup, keep_params=keep,
-                                             keep_opt_state=keep_opt_state),
-                           in_axes=(0, 0, None if seed_data is None else 0))(fit.states, masks_, seed_data)
-        return summary | {"epochs": fit.epochs, "hit_cap": hit_cap, "history": fit.history}
-
-    key = (config.to_json_best_effort(), max_epochs, rule, probe, keep_params, keep_opt_state)
-    if _PROGRAMS.get(key, (None,))[0] is not setup:  # one compile per run, not one per IMP round
-        _PROGRAMS.clear()
-        _PROGRAMS[key] = (setup, parallel.seed_map(block, setup.mesh, blockwise=True))
-    out = _PROGRAMS[key][1](nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data, opt_states)
+    nets, opt_states = with_starts(setup, seeds, nets, tx, [None] * cells if starts is None else starts)
+    block = functools.partial(train_block, config, setup, tx, max_epochs=max_epochs, rule=rule, probe=probe,
+                              keep_params=keep_params, keep_opt_state=keep_opt_state)
+    key = ("train_all", config.to_json_best_effort(), max_epochs, rule, probe, keep_params, keep_opt_state)
+    program = setup.program(key, lambda: parallel.seed_map(block, setup.mesh, blockwise=True))  # once per run
+    out = program(nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data, opt_states)
     out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if config.model in MLP_MODELS:
         out["lipschitz_spectral_bound"] = np.array([robustness.spectral_norm_product(
@@ -254,6 +235,44 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     if not keep_params:
         out.pop("params", None)
     return out
+
+
+def with_starts(setup: common.Setup, seeds: common.Seeds, nets: common.Seeds, tx, starts: list) -> tuple:
+    """(``nets`` (:func:`jaxprune.experiments.common.networks`) with network (c, i)'s weights from ``starts[c]``
+    where it is not None, the optimizer states the networks start from or None for fresh ones): ``starts[c]`` is
+    stacked [seeds, ...] weights, or a pair (weights, optimizer states); a network without one gets Adam's zeros."""
+    joined = lambda trees: setup.shard(jax.tree.map(lambda *p: jnp.concatenate(p), *trees))  # noqa: E731
+    if any(s is not None for s in starts):
+        nets = nets._replace(params=joined([seeds.params if s is None else s[0] if isinstance(s, tuple) else s
+                                            for s in starts]))
+    opt_states = None
+    if any(isinstance(s, tuple) for s in starts):
+        fresh = jax.vmap(tx.init)(seeds.params)  # Adam's zeros: the same as init_state's
+        opt_states = joined([s[1] if isinstance(s, tuple) else fresh for s in starts])
+    return nets, opt_states
+
+
+def train_block(config, setup: common.Setup, tx, params, batch_stats, masks_, keys, seed_data, opt_state, *,
+                max_epochs: int, rule: StopRule | None, probe: Callable | None, keep_params: bool,
+                keep_opt_state: bool) -> dict:
+    """ONE block of :func:`train_all`'s networks (a leading block axis on every argument but ``opt_state`` None):
+    masked weights and fresh (or the given) optimizer states trained until they converge
+    (:func:`train_until_converged`), then each network's :func:`fit_summary`, ``epochs``, ``hit_cap`` and
+    ``history``."""
+    net_probe = probe and (lambda state, own_data: probe(train.apply_fn_for(setup.model, state.batch_stats),
+                                                         state.params, own_data))
+    states = jax.vmap(lambda p, bs, m: train.init_state(masks.apply(p, m), bs, tx))(params, batch_stats, masks_)
+    states = states if opt_state is None else states.replace(opt_state=opt_state)
+    fit = train_until_converged(states, masks_, common.train_data_of(setup, seed_data), keys, model=setup.model,
+                                tx=tx, batch_size=config.batch_size, max_epochs=max_epochs, rule=rule,
+                                probe=net_probe, eval_batch_size=config.eval_batch_size,
+                                data_axis=None if seed_data is None else 0, probe_data=seed_data)
+    hit_cap = ~fit.converged & (fit.states.failed_step < 0) if rule else jnp.zeros_like(fit.converged)
+    keep = keep_params or config.model in MLP_MODELS
+    summary = jax.vmap(functools.partial(fit_summary, config, setup, keep_params=keep,
+                                         keep_opt_state=keep_opt_state),
+                       in_axes=(0, 0, None if seed_data is None else 0))(fit.states, masks_, seed_data)
+    return summary | {"epochs": fit.epochs, "hit_cap": hit_cap, "history": fit.history}
 
 
 def fit_summary(config, setup: common.Setup, state: train.TrainState, mask, seed_data, *, keep_params: bool,

@@ -406,43 +406,34 @@ def headline(noise_rows: dict, capacities: dict) -> list[dict]:
     return sorted(table, key=lambda r: -r["bits"])
 
 
-def run(config, workdir: str) -> dict:
-    """The experiment end to end; returns the results written to ``results.json``."""
-    log = common.Progress("mutual_information")
-    setup = common.setup(config)
-    check_data(config, setup.dataset)
-    seeds = common.init_seeds(setup)
-    params_one = jax.tree.map(lambda p: p[0], seeds.params)
-    draws_key, xi_key, noise_key = jax.random.split(jax.random.fold_in(jax.random.key(config.data_seed), 1), 3)
-    shape = (config.num_draws, config.repeats, config.num_seeds)
-    keys = jax.random.split(xi_key, shape)
-    labels = draw_labels(setup.dataset.clean_y_train, setup.dataset.num_classes, config.draw_noise,
-                         jax.random.split(draws_key, config.num_draws))
-    log(f"{config.num_draws} draws x {config.repeats} repeats x {config.num_seeds} seeds, sparsity "
-        f"{config.sparsity}, {config.model} {tuple(config.widths)} on {config.dataset} ({len(labels[0])} examples)")
-    writer = metrics.fresh(workdir, config.num_seeds)
-    rows = {m: streamed(writer, "draws", method_results(m, config, setup, seeds, labels, keys, params_one, log))
-            for m in common.staged(log, "mask ensembles and I(m; D | W)", config.methods, "methods")}
-    noise_rows = {}
-    if config.noise_bits:
-        bits, noise_labels = noise_draws(setup.dataset.y_train, setup.dataset.num_classes, config.noise_masks,
-                                         config.noise_bits, noise_key)
-        noise_keys = jax.random.split(jax.random.fold_in(xi_key, 1), (config.noise_masks, 1, config.num_seeds))
-        bits = np.asarray(bits)
-        noise_rows = {m: streamed(writer, "noise_bits", method_results(m, config, setup, seeds, noise_labels,
-                                                                       noise_keys, params_one, log, bits))
-                      for m in common.staged(log, "noise-bit ensembles and I(m; Z | W)", config.noise_methods,
-                                             "methods")}
-    writer.close()
-    capacities = capacity(config, os.path.join(workdir, "memorization")) if config.capacity else {}
-    if parallel.is_primary():
-        write_outputs(workdir, config, rows, noise_rows)
-    final = {m: rows[m][-1] for m in config.methods}
-    table = headline(noise_rows, capacities)
+def noise_bit_rows(config, setup: common.Setup, seeds: common.Seeds, writer: metrics.MetricsWriter, xi_key,
+                   noise_key, params_one, log) -> dict:
+    """{method: rows} of the noise-bit design (:func:`noise_draws`: ``noise_masks`` ensembles, each with its own
+    draw of ``noise_bits`` random labels) for every method of ``config.noise_methods``, streamed to ``writer``:
+    the bound on I(m; Z | W). {} when ``config.noise_bits`` is 0."""
+    if not config.noise_bits:
+        return {}
+    bits, noise_labels = noise_draws(setup.dataset.y_train, setup.dataset.num_classes, config.noise_masks,
+                                     config.noise_bits, noise_key)
+    noise_keys = jax.random.split(jax.random.fold_in(xi_key, 1), (config.noise_masks, 1, config.num_seeds))
+    bits = np.asarray(bits)
+    return {m: streamed(writer, "noise_bits", method_results(m, config, setup, seeds, noise_labels, noise_keys,
+                                                             params_one, log, bits))
+            for m in common.staged(log, "noise-bit ensembles and I(m; Z | W)", config.noise_methods, "methods")}
+
+
+def log_headline(log, table: list[dict]) -> None:
+    """One console line per row of :func:`headline`."""
     for r in table:
         log(f"{r['method']:>15}: I >= {r['bits']:.1f} bits [{r['lower']:.1f}, {r['upper']:.0f}] (null max "
             f"{r['null_max']:.1f}), E||m||_0 {r['expected_kept']:.0f}, p_eff {r['p_eff_nats']:.1f} nats"
             + (f", memorized {r['memorized_fraction']:.3f}" if r["memorized_fraction"] is not None else ""))
+
+
+def results_of(config, rows: dict, noise_rows: dict, table: list[dict], capacities: dict, params_one) -> dict:
+    """The ``results.json`` record: the design, the headline ``table``, every method's final estimate and the
+    stage-by-stage rows of both designs, the capacities."""
+    final = {m: rows[m][-1] for m in config.methods}
     return {
         "experiment": "mutual_information",
         "units": "MI in bits (mi.MIResult); " + mi.P_EFF_NOTE,
@@ -460,3 +451,30 @@ def run(config, workdir: str) -> dict:
         "noise_bits_training_time": noise_rows.get("magnitude_after", []),
         "capacity": capacities,
     }
+
+
+def run(config, workdir: str) -> dict:
+    """The experiment end to end; returns the results written to ``results.json``."""
+    log = common.Progress("mutual_information")
+    setup = common.setup(config)
+    check_data(config, setup.dataset)
+    seeds = common.init_seeds(setup)
+    params_one = jax.tree.map(lambda p: p[0], seeds.params)
+    draws_key, xi_key, noise_key = jax.random.split(jax.random.fold_in(jax.random.key(config.data_seed), 1), 3)
+    shape = (config.num_draws, config.repeats, config.num_seeds)
+    keys = jax.random.split(xi_key, shape)
+    labels = draw_labels(setup.dataset.clean_y_train, setup.dataset.num_classes, config.draw_noise,
+                         jax.random.split(draws_key, config.num_draws))
+    log(f"{config.num_draws} draws x {config.repeats} repeats x {config.num_seeds} seeds, sparsity "
+        f"{config.sparsity}, {config.model} {tuple(config.widths)} on {config.dataset} ({len(labels[0])} examples)")
+    writer = metrics.fresh(workdir, config.num_seeds)
+    rows = {m: streamed(writer, "draws", method_results(m, config, setup, seeds, labels, keys, params_one, log))
+            for m in common.staged(log, "mask ensembles and I(m; D | W)", config.methods, "methods")}
+    noise_rows = noise_bit_rows(config, setup, seeds, writer, xi_key, noise_key, params_one, log)
+    writer.close()
+    capacities = capacity(config, os.path.join(workdir, "memorization")) if config.capacity else {}
+    if parallel.is_primary():
+        write_outputs(workdir, config, rows, noise_rows)
+    table = headline(noise_rows, capacities)
+    log_headline(log, table)
+    return results_of(config, rows, noise_rows, table, capacities, params_one)
