@@ -2,6 +2,12 @@
 also while the main thread is blocked in one call."""
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxprune import parallel
 from jaxprune.experiments import common
 
 
@@ -26,3 +32,16 @@ def test_staged_counts_each_item_as_it_is_done():
     lines = []
     assert list(common.staged(lines.append, "methods", ["a", "b"], "methods")) == ["a", "b"]
     assert lines == ["methods: 2 methods"]
+
+
+def test_seed_map_reports_every_real_seed_once_as_its_block_finishes_and_changes_no_result():
+    """``on_block``: 5 seeds in blocks of 2 (the last one padded) on one device report 2 + 2 + 1 seeds, and the
+    outputs equal those of the program without the callback bit for bit."""
+    mesh = Mesh(np.asarray(jax.devices()[:1]), (parallel.SEED_AXIS,))
+    x = jnp.arange(5.0)
+    reported = []
+    with_callback = parallel.seed_map(lambda v: jnp.sin(v) * 3, mesh, block=2, on_block=reported.append)(x)
+    jax.effects_barrier()
+    plain = parallel.seed_map(lambda v: jnp.sin(v) * 3, mesh, block=2)(x)
+    assert sorted(reported) == [1, 2, 2]
+    np.testing.assert_array_equal(np.asarray(with_callback), np.asarray(plain))

@@ -33,6 +33,28 @@ def init_and_data_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     return pairs[:, 0], pairs[:, 1]
 
 
+class BlockProgress:
+    """The run's sink for the seeds its compiled :func:`jaxprune.parallel.seed_map` programs finish (their
+    ``on_block``): they count toward the :func:`stage` attached with :meth:`to`, if any. A program compiled once
+    per run (:meth:`Setup.program`) reports to whichever stage is running."""
+
+    def __init__(self):
+        self.advance = None
+
+    def __call__(self, seeds_done: int) -> None:
+        if self.advance is not None:
+            self.advance(seeds_done)
+
+    @contextlib.contextmanager
+    def to(self, advance: Callable[[int], Any]):
+        """Within the block, finished seeds count as ``advance(seeds)`` (a :func:`stage`'s)."""
+        self.advance = advance
+        try:
+            yield
+        finally:
+            self.advance = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
     """The dataset (host copy, and device copies replicated over the mesh), the model, one key per seed, and
@@ -53,6 +75,8 @@ class Setup:
     draw: Callable | None = None
     data_keys: jax.Array | None = None
     programs: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    blocks_done: BlockProgress = dataclasses.field(default_factory=BlockProgress, init=False, repr=False,
+                                                   compare=False)
 
     def program(self, key, build: Callable[[], Any]) -> Any:
         """The run's program ``key`` (a hashable description of it), made by ``build()`` the first time it is asked

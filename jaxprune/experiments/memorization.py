@@ -225,7 +225,8 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
     block = functools.partial(train_block, config, setup, tx, max_epochs=max_epochs, rule=rule, probe=probe,
                               keep_params=keep_params, keep_opt_state=keep_opt_state)
     key = ("train_all", config.to_json_best_effort(), max_epochs, rule, probe, keep_params, keep_opt_state)
-    program = setup.program(key, lambda: parallel.seed_map(block, setup.mesh, blockwise=True))  # once per run
+    program = setup.program(key, lambda: parallel.seed_map(block, setup.mesh, blockwise=True,  # once per run
+                                                           on_block=setup.blocks_done))
     out = program(nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data, opt_states)
     out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if config.model in MLP_MODELS:
@@ -442,7 +443,8 @@ def found_masks(config, setup: common.Setup, seeds: common.Seeds, methods, rule:
     ones = jax.vmap(masks.ones)(seeds.params)
     dense = None
     if set(methods) & {*masking.AFTER_TRAINING, NO_REWIND}:
-        with common.stage(log, "dense pre-training to convergence", config.num_seeds, "networks"):
+        with common.stage(log, "dense pre-training to convergence", config.num_seeds, "networks") as advance, \
+                setup.blocks_done.to(advance):
             dense = pretrain_dense(config, setup, seeds, rule, probe)
         log(f"dense pre-training: {fit_line(dense, setup.num_classes == 0)}")
     found, rounds = {}, {}
@@ -548,7 +550,7 @@ def train_cells(config, setup: common.Setup, seeds: common.Seeds, rule: StopRule
     call."""
     to_train, done, rounds, dense, diagnostics = method_cells(config, setup, seeds, rule, log, probe)
     with common.stage(log, "training the masked networks to convergence (one compiled call)",
-                      len(to_train) * config.num_seeds, "networks"):
+                      len(to_train) * config.num_seeds, "networks") as advance, setup.blocks_done.to(advance):
         out = train_all(config, setup, seeds, [m for _, _, m, _ in to_train], max_epochs=config.max_epochs,
                         rule=rule, probe=probe, starts=[start for *_, start in to_train]) if to_train else {}
     cells = done + [(m, s, stacked, cell(out, c)) for c, (m, s, stacked, _) in enumerate(to_train)]
