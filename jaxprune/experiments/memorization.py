@@ -87,6 +87,10 @@ ABLATIONS = ("shuffle", "swap", "rewire")  # controls, rows '<method>+<control>'
 
 
 STOP_RULES = ("plateau", "interpolation")
+# A train_all call of at least this many networks reports them as they finish (seed_map's on_block): progress from
+# inside a long call, at the price of a compile per process (a program with a host callback misses JAX's persistent
+# cache); smaller calls take seconds and keep the cache.
+PROGRESS_MIN_NETWORKS = 256
 METRICS = ("train_accuracy", "memorized")  # config.memorization_metric: figures, comparisons, ordering
 
 
@@ -217,16 +221,18 @@ def train_all(config, setup: common.Setup, seeds: common.Seeds, mask_sets: list,
 
     Returns host arrays [C, seeds, ...]: :func:`fit_summary`'s, ``epochs``, ``hit_cap`` (ran ``max_epochs``
     without its rule firing or failing), ``history`` (per-epoch), for MLPs ``lipschitz_spectral_bound``, with
-    ``keep_params`` the final masked weights ``params`` and with ``keep_opt_state`` the optimizer states."""
+    ``keep_params`` the final masked weights ``params`` and with ``keep_opt_state`` the optimizer states. A call of
+    at least :data:`PROGRESS_MIN_NETWORKS` networks counts them into ``setup.blocks_done`` as they finish."""
     tx = train.optimizer_from_config(config, train.steps_per_epoch(setup.train_data.y.shape[0], config.batch_size))
     cells = len(mask_sets)
     nets, net_masks = common.networks(setup, seeds, mask_sets)
     nets, opt_states = with_starts(setup, seeds, nets, tx, [None] * cells if starts is None else starts)
     block = functools.partial(train_block, config, setup, tx, max_epochs=max_epochs, rule=rule, probe=probe,
                               keep_params=keep_params, keep_opt_state=keep_opt_state)
-    key = ("train_all", config.to_json_best_effort(), max_epochs, rule, probe, keep_params, keep_opt_state)
+    progress = cells * config.num_seeds >= PROGRESS_MIN_NETWORKS
+    key = ("train_all", config.to_json_best_effort(), max_epochs, rule, probe, keep_params, keep_opt_state, progress)
     program = setup.program(key, lambda: parallel.seed_map(block, setup.mesh, blockwise=True,  # once per run
-                                                           on_block=setup.blocks_done))
+                                                           on_block=setup.blocks_done if progress else None))
     out = program(nets.params, nets.batch_stats, net_masks, nets.order_keys, nets.data, opt_states)
     out = jax.tree.map(lambda a: np.asarray(a).reshape(cells, -1, *a.shape[1:]), parallel.to_host(out))
     if config.model in MLP_MODELS:
