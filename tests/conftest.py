@@ -1,12 +1,41 @@
-"""Fixtures shared by the experiment tests, and the mechanical check of every figure the suite draws."""
+"""Fixtures shared by the experiment tests, the mechanical check of every figure the suite draws, and one JAX
+compilation cache for the whole test session."""
+import os
+import shutil
+import tempfile
+
+import jax
 import matplotlib.colors
 import numpy as np
 import pytest
 
-from jaxprune import plotting
+from jaxprune import parallel, plotting
+
+SESSION_CACHE = "JAXPRUNE_TEST_SESSION_CACHE"  # set by the first pytest process; its xdist workers inherit it
+CREATED_CACHE = pytest.StashKey[str]()
 
 MAX_HEIGHT_OVER_WIDTH = 3.0
 EDGE_TOLERANCE_INCHES = 0.01
+
+
+def pytest_configure(config):
+    """One persistent compilation cache per test session, empty at its start (as on a fresh CI machine, and never
+    the user's ``~/.cache/jaxprune``): the pytest processes (every xdist worker), the CLI subprocesses
+    (``JAXPRUNE_CACHE_DIR``, read by ``jaxprune.main``) and the notebook kernels (``JAX_COMPILATION_CACHE_DIR``)
+    all share it, so a program the session has compiled once, in any of them, is loaded instead of compiled again.
+    The tests of the cache itself (tests/test_parallel.py) give their subprocesses their own directories."""
+    if SESSION_CACHE not in os.environ:
+        os.environ[SESSION_CACHE] = config.stash[CREATED_CACHE] = tempfile.mkdtemp(prefix="jaxprune-test-cache-")
+    cache_dir = os.environ[SESSION_CACHE]
+    os.environ["JAXPRUNE_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+    parallel.enable_compilation_cache(cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # in-process: only the slow compiles
+
+
+def pytest_unconfigure(config):
+    """The pytest process that made the session's cache removes it when the session ends."""
+    if CREATED_CACHE in config.stash:
+        shutil.rmtree(config.stash[CREATED_CACHE], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -106,7 +107,8 @@ print(json.dumps(globals()["run_" + mode](*args)))
 
 
 def _env(num_devices: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("JAXPRUNE_CACHE_DIR", "XDG_CACHE_HOME")}
+    env = {k: v for k, v in os.environ.items()  # no compilation cache but the one a test names (conftest's too)
+           if k not in ("JAXPRUNE_CACHE_DIR", "XDG_CACHE_HOME", "JAX_COMPILATION_CACHE_DIR")}
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
                XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}", **extra)
     return env
@@ -185,6 +187,14 @@ def test_bad_seed_counts_are_config_errors_and_initialize_without_arguments_stay
         assert message.endswith("use num_seeds=4 or num_seeds=8") and "\n" not in message
     assert result["two_seeds"].endswith("use num_seeds=4") and result["eight_seeds"] == ""
     assert result["distributed"] is False and result["process_count"] == 1
+
+
+def test_the_test_session_compiles_into_one_fresh_cache_of_its_own():
+    """conftest.py: this process, the CLI subprocesses and notebook kernels share one cache, not the user's."""
+    cache_dir = os.environ["JAXPRUNE_CACHE_DIR"]
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == cache_dir == jax.config.jax_compilation_cache_dir
+    assert os.path.isdir(cache_dir) and os.path.basename(cache_dir).startswith("jaxprune-test-cache-")
+    assert "JAX_COMPILATION_CACHE_DIR" not in _env(1) and "JAXPRUNE_CACHE_DIR" not in _env(1)
 
 
 def test_compilation_cache_is_written_then_reused(tmp_path):

@@ -45,3 +45,12 @@ def test_seed_map_reports_every_real_seed_once_as_its_block_finishes_and_changes
     plain = parallel.seed_map(lambda v: jnp.sin(v) * 3, mesh, block=2)(x)
     assert sorted(reported) == [1, 2, 2]
     np.testing.assert_array_equal(np.asarray(with_callback), np.asarray(plain))
+
+
+def test_per_seed_counts_and_seed_lists_print_as_one_short_phrase_at_any_number_of_seeds():
+    epochs = [30] * 200 + [31] * 40 + [36] * 10  # 250 seeds, as memorization's k = 250
+    assert common.range_median(epochs) == "30–36, median 30"
+    assert common.range_median([31, 33]) == "31–33, median 32"
+    assert common.range_median([7, 7, 7]) == "7" and common.range_median([]) == "n/a"
+    assert common.named_seeds(range(250)) == "250 seeds: 0, 1, 2, 3, 4, …"
+    assert common.named_seeds([3, 9]) == "2 seeds: 3, 9" and common.named_seeds([3]) == "1 seed: 3"

@@ -330,7 +330,7 @@ def records(table: str, rows: list[dict], **extra) -> list[dict]:
 
 def summary(rows: list[dict]) -> str:
     """One log line per method: mean ± sd test accuracy at each sparsity."""
-    return "\n".join(f"  {r['method']:>22} @ {r['sparsity']}: {common.mean_std(r['test_accuracy'])}" for r in rows)
+    return "\n".join(f"  {r['method']:>22} @ {r['sparsity']:g}: {common.mean_std(r['test_accuracy'])}" for r in rows)
 
 
 def dataset_source(config, rows: autosparse.Dataset, layer_names: list[str]) -> dict:

@@ -260,3 +260,21 @@ def mean_std(values) -> str:
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     return "n/a" if values.size == 0 else f"{values.mean():.4f} ± {values.std():.4f} sd"
+
+
+def range_median(values) -> str:
+    """'lo–hi, median m' of integer counts (e.g. each seed's epochs), or 'n' when every entry is n: one short
+    console phrase however many seeds there are."""
+    values = np.asarray(values).ravel()
+    if values.size == 0:
+        return "n/a"
+    low, high = values.min(), values.max()
+    return f"{low}" if low == high else f"{low}–{high}, median {np.median(values):g}"
+
+
+def named_seeds(ids, shown: int = 5) -> str:
+    """'k seed(s): i, j, …' naming at most ``shown`` of the seed ids ``ids`` (a console line stays short at any
+    number of seeds; the full list is in results.json)."""
+    ids = [int(i) for i in ids]
+    more = ", …" if len(ids) > shown else ""
+    return f"{len(ids)} seed{'s' if len(ids) != 1 else ''}: {', '.join(map(str, ids[:shown]))}{more}"

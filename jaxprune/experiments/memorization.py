@@ -386,9 +386,10 @@ def carries_optimizer(config) -> bool:
 
 
 def fit_line(fit: dict, regression: bool) -> str:
-    """'train loss …, accuracy …, epochs […]' of trained nets (no accuracy for regression: it has none)."""
+    """'train loss …, accuracy …, epochs lo–hi, median m' of trained nets (no accuracy for regression: it has
+    none)."""
     accuracy = "" if regression else f", accuracy {common.mean_std(fit['train_accuracy'])}"
-    return f"train loss {common.mean_std(fit['train_loss'])}{accuracy}, epochs {fit['epochs'].tolist()}"
+    return f"train loss {common.mean_std(fit['train_loss'])}{accuracy}, epochs {common.range_median(fit['epochs'])}"
 
 
 def imp_rounds(config, setup: common.Setup, seeds: common.Seeds, dense: dict, rule: StopRule, log,
@@ -623,9 +624,10 @@ def run(config, workdir: str) -> dict:
         report = masking.mask_report(setup, seeds, stacked, rewiring.get((method, sparsity)))
         results.append(result_row(method, sparsity, fit, report, setup, sigma))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
-        failed = f", failed seeds {results[-1]['failed_seeds']}" if results[-1]["failed_seeds"] else ""
+        failed = f", failed {common.named_seeds(results[-1]['failed_seeds'])}" if results[-1]["failed_seeds"] else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: memorized {common.mean_std(results[-1]['memorized'])}, train "
-            f"accuracy {common.mean_std(results[-1]['train_accuracy'])}, epochs {fit['epochs'].tolist()}{capped}"
+            f"accuracy {common.mean_std(results[-1]['train_accuracy'])}, epochs {common.range_median(fit['epochs'])}"
+            f"{capped}"
             f"{failed}")
     metric = config.memorization_metric
     comparisons = stats.comparisons(results, metric, comparison_pairs(results))

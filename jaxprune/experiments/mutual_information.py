@@ -426,7 +426,8 @@ def log_headline(log, table: list[dict]) -> None:
     """One console line per row of :func:`headline`."""
     for r in table:
         log(f"{r['method']:>15}: I >= {r['bits']:.1f} bits [{r['lower']:.1f}, {r['upper']:.0f}] (null max "
-            f"{r['null_max']:.1f}), E||m||_0 {r['expected_kept']:.0f}, p_eff {r['p_eff_nats']:.1f} nats"
+            f"{r['null_max']:.1f}), kept weights {r['expected_kept']:.0f}, E||m||_0 {r['expected_nonzero']:.0f} "
+            f"(every kept parameter), p_eff {r['p_eff_nats']:.1f} nats"
             + (f", memorized {r['memorized_fraction']:.3f}" if r["memorized_fraction"] is not None else ""))
 
 

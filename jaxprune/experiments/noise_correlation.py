@@ -110,7 +110,7 @@ def run(config, workdir: str) -> dict:
         results.append(result_row(method, sparsity, fit, report, sigma, n, d))
         capped = f", {int(fit['hit_cap'].sum())} capped" if fit["hit_cap"].any() else ""
         log(f"{method:>28} sparsity {sparsity:.3f}: corr(f, z) {common.mean_std(results[-1]['correlation'])}, "
-            f"BS {common.mean_std(results[-1]['bubeck_sellke'])}, epochs {fit['epochs'].tolist()}{capped}")
+            f"BS {common.mean_std(results[-1]['bubeck_sellke'])}, epochs {common.range_median(fit['epochs'])}{capped}")
     imp_rounds = [{"density": density, "epochs": fit["epochs"], "hit_cap": fit["hit_cap"],
                    **{k: final(fit, k) for k in METRICS}} for density, (_, fit) in rounds.items()]
     pairs = memorization.comparison_pairs(results)

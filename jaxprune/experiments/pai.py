@@ -104,8 +104,9 @@ def evaluate_rows(method: str, config, setup: common.Setup, seeds: common.Seeds,
                      "failed_seeds": np.flatnonzero(out["failed_step"] >= 0).tolist(),
                      "epoch_loss": out["epoch_loss"], "epoch_accuracy": out["epoch_accuracy"]})
         for layer, bad in report["collapsed_layers"].items():
-            log(f"WARNING: layer collapse: {method} at sparsity {sparsity}: {layer} is empty for seeds {bad}")
-        log(f"{method:>18} sparsity {sparsity:<6} test acc {common.mean_std(out['test_accuracy'])}  "
+            log(f"WARNING: layer collapse: {method} at sparsity {sparsity:g}: {layer} is empty for "
+                f"{common.named_seeds(bad)}")
+        log(f"{method:>18} sparsity {sparsity:<6g} test acc {common.mean_std(out['test_accuracy'])}  "
             f"train acc {common.mean_std(out['train_accuracy'])}")
     return rows
 
