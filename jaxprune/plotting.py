@@ -260,18 +260,21 @@ def paired_differences(path: str, comparisons: list[dict], *, title: str, column
 def errorbars_vs_sparsity(path: str, curves: dict, *, ylabel: str, title: str) -> None:
     """One line per label over a linear sparsity axis, as No Free Prune draws its Figure 1: at each sparsity the
     mean over seeds with ±1 standard error of the mean (sample std / √n) as error bars; ``curves[label] =
-    (sparsity [n], values [seeds, n])``. NaN entries (failed seeds) are left out of the mean, the std and n."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    (sparsity [n], values [seeds, n])``, each in its method's style (:func:`styles`), the axis running to sparsity
+    1 as the paper's does. NaN entries (failed seeds) are left out of the mean, the std and n."""
+    style = styles(list(curves))
+    fig, axes = figure()
+    ax = axes[0, 0]
     for label, (sparsity, values) in curves.items():
         values = np.asarray(values, dtype=np.float64)
         count = np.sum(np.isfinite(values), axis=0)
         mean = np.nanmean(values, axis=0)
         sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(count) if values.shape[0] > 1 else np.zeros_like(mean)
-        ax.errorbar(np.asarray(sparsity), mean, yerr=sem, marker="o", markersize=3, capsize=2, label=label,
-                    linestyle="--" if "+" in label else "-")
+        ax.errorbar(np.asarray(sparsity), mean, yerr=sem, markersize=3, capsize=2, label=label, **style[label])
+    ax.set_xlim(right=1.0)
     ax.set_xlabel("sparsity (fraction of prunable weights removed)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(wrap(title, 60), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(fig)
     save(fig, path)
