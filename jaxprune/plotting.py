@@ -2,7 +2,8 @@
 matplotlib (Agg), constrained layout, legends outside the axes.
 
 Every line of a method is drawn in that method's style (:func:`styles`), the same in every figure of every
-experiment: the colour names the method (:data:`METHOD_COLORS`); a variant of it — an ablation ``snip+shuffle``
+experiment: the colour names the method (:data:`METHOD_COLORS`; methods of a similar hue also differ in marker,
+:data:`METHOD_MARKERS`); a variant of it — an ablation ``snip+shuffle``
 or a configured variant ``autosparse[erk]`` — keeps its method's colour and changes dash and marker. A method
 the palette does not name (e.g. one a user registers) gets a colour of :data:`EXTRA_COLORS` chosen from its name
 alone, moved on only when another line of the same figure holds it; no two lines of a figure share colour, dash
@@ -28,6 +29,7 @@ METHOD_COLORS = {  # one colour per method, in every figure
     "magnitude": "#8c564b", "snip": "#2ca02c", "grasp": "#d62728", "synflow": "#ff7f0e", "autosparse": "#9467bd",
     "dense": "#000000", "npb": "#e377c2", "iterative_snip": "#bcbd22", "force": "#8c6d31", "prospr": "#637939",
 }
+METHOD_MARKERS = {"iterative_snip": "D", "force": "s", "prospr": "^"}  # near another method's hue: own marker too
 EXTRA_COLORS = ("#e7969c", "#6b6ecf", "#b5cf6b", "#e7ba52", "#ce6dbd", "#3182bd", "#31a354", "#756bb1",
                 "#fd8d3c", "#843c39", "#636363", "#9c9ede")  # methods the palette does not name
 VARIANT_STYLES = {"shuffle": ("--", "s"), "reinit": (":", "^"), "invert": ("-.", "v"), "swap": ("--", "D"),
@@ -58,7 +60,8 @@ def styles(labels) -> dict[str, dict]:
     out, taken = {}, set()
     for label in sorted(set(labels), key=lambda label: (bool(method_of(label)[1]), label)):  # not by order
         method, variant = method_of(label)
-        first = ("-", "o") if not variant else VARIANT_STYLES.get(variant, (DASHES[0], MARKERS[1]))
+        first = ("-", METHOD_MARKERS.get(method, "o")) if not variant else VARIANT_STYLES.get(variant,
+                                                                                           (DASHES[0], MARKERS[1]))
         candidates = [first] + [(d, m) for d in (DASHES if variant else ("-",)) for m in MARKERS]
         dash, marker = next((c for c in candidates if (color[method], *c) not in taken), first)
         taken.add((color[method], dash, marker))
