@@ -143,7 +143,7 @@ def verdict(result: dict) -> str:
     return "inconclusive"
 
 
-def _per_seed(row: dict, metric: str) -> np.ndarray:
+def seed_values(row: dict, metric: str) -> np.ndarray:
     """The row's ``metric`` per seed (float64), NaN at the seeds its ``failed_seeds`` lists (if it has the key)."""
     if metric not in row:
         raise ConfigError(f"metric {metric!r} is not in the rows of {row['method']!r}; it has {sorted(row)}")
@@ -196,7 +196,7 @@ def comparisons(rows: list[dict], metric: str, pairs, *, confidence: float = 0.9
     out = []
     for a, b in pairs:
         for sparsity, row_a, row_b in _matched(table, a, b, any_sparsity):
-            result = paired_difference(_per_seed(row_a, metric), _per_seed(row_b, metric), confidence=confidence,
+            result = paired_difference(seed_values(row_a, metric), seed_values(row_b, metric), confidence=confidence,
                                        interval=interval, seed=seed, num_resamples=num_resamples)
             out.append({"metric": metric, "a": a, "b": b, "sparsity": sparsity, **result, "verdict": verdict(result)})
     return out

@@ -40,15 +40,11 @@ def load(workdir: str) -> tuple[dict, str, list[dict]]:
     return results, results.get("metric", "train_accuracy"), [r for r in results["results"] if r["method"] != "dense"]
 
 
-def per_seed(row: dict, metric: str, seed_ids: list) -> dict:
-    """{seed id: the row's metric} over the seeds that did not fail."""
-    failed = set(row.get("failed_seeds", []))
-    return {s: v for i, (s, v) in enumerate(zip(seed_ids, row[metric])) if i not in failed and v is not None}
-
-
 def against(workdir: str, base: str, sparsities, metric: str) -> None:
-    """This run − ``base`` per method and sparsity, paired over the shared seed ids (95% t interval, verdict)."""
+    """This run − ``base`` per method and sparsity, paired over the shared seed ids (95% t interval, verdict); a
+    seed failed on either side drops its pair (:func:`jaxprune.stats.seed_values` marks it NaN)."""
     (ours, _, rows), (theirs, _, base_rows) = load(workdir), load(base)
+    by_id = lambda results, row: dict(zip(results["seed_ids"], stats.seed_values(row, metric)))  # noqa: E731
     base_cell = {(r["method"], r["sparsity"]): r for r in base_rows}
     print(f"\nThis run − {base} in {metric}, paired over the seed ids both have (95% t interval, verdict):\n")
     print("| method | " + " | ".join(f"{s:.3f}" for s in sparsities) + " |\n|---|" + "---|" * len(sparsities))
@@ -56,15 +52,16 @@ def against(workdir: str, base: str, sparsities, metric: str) -> None:
         cells = []
         for s in sparsities:
             row = next(r for r in rows if r["method"] == m and r["sparsity"] == s)
-            other = base_cell.get((m, nearest({k[1] for k in base_cell if k[0] == m} or {s}, s)))
-            a, b = per_seed(row, metric, ours["seed_ids"]), other and per_seed(other, metric, theirs["seed_ids"])
-            shared = sorted(set(a) & set(b or {}))
-            if not shared:
+            base_sparsities = {bs for bm, bs in base_cell if bm == m}
+            other = base_cell[m, nearest(base_sparsities, s)] if base_sparsities else None
+            a, b = by_id(ours, row), by_id(theirs, other) if other else {}
+            shared = sorted(set(a) & set(b))
+            c = stats.paired_difference([a[i] for i in shared], [b[i] for i in shared])
+            if c["mean_difference"] is None:
                 cells.append("n/a")
                 continue
-            c = stats.paired_difference([a[i] for i in shared], [b[i] for i in shared])
             interval = "no interval" if c["lower"] is None else f"[{c['lower']:+.3f}, {c['upper']:+.3f}]"
-            cells.append(f"{c['mean_difference']:+.3f} {interval}, n={len(shared)}: {stats.verdict(c)}")
+            cells.append(f"{c['mean_difference']:+.3f} {interval}, n={c['num_pairs']}: {stats.verdict(c)}")
         print(f"| {m} | " + " | ".join(cells) + " |")
 
 
